@@ -1,0 +1,341 @@
+"""One dataclass per config group, and `check_config`, which binds the composed config to them.
+
+Binding catches misspelt keys and wrong types; `_check_values` catches out-of-range values and
+combinations that cannot work. Both run before any data or weights load, and every message names
+the key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from tunelab.config.errors import ConfigError
+
+FAMILIES = ("encoder", "decoder", "rnn")
+TASK_KINDS = ("classification", "qa", "instruct", "lm")
+ADAPTER_METHODS = ("full", "lora", "dora", "prefix", "prompt", "ia3", "bitfit", "head")
+# Which model families can serve each task kind, and the task heads each family offers.
+TASK_FAMILIES = {
+    "classification": ("encoder", "decoder", "rnn"),
+    "qa": ("encoder", "decoder"),
+    "instruct": ("decoder",),
+    "lm": ("encoder", "decoder"),
+}
+HEADS = {"encoder": ("classifier", "span"), "decoder": ("classifier", "generate"), "rnn": ("classifier",)}
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    family: str
+    pretrained: str | None = None
+    revision: str | None = None
+    gguf_file: str | None = None
+    tokenizer: str | None = None
+    config: dict[str, Any] | None = None
+    init_from: str | None = None
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    max_positions: int = 512
+    lora_targets: list[str] = field(default_factory=list)
+    chat_template: str | None = None
+
+
+@dataclass
+class TaskConfig:
+    name: str
+    kind: str
+    head: str = "classifier"
+    metrics: list[str] = field(default_factory=list)
+    monitor: str = "loss"
+    mode: str = "min"
+    num_classes: int | None = None
+    doc_stride: int = 64
+    max_new_tokens: int = 32
+    generate_eval_samples: int = 32
+
+
+@dataclass
+class FullAdapter:
+    name: str
+    method: str
+    lr: float
+
+
+@dataclass
+class LoraAdapter(FullAdapter):
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.1
+    target_modules: list[str] | None = None
+
+
+@dataclass
+class VirtualTokenAdapter(FullAdapter):
+    num_virtual_tokens: int = 20
+    prefix_projection: bool = False
+    encoder_hidden_size: int | None = None
+
+
+@dataclass
+class Ia3Adapter(FullAdapter):
+    target_modules: list[str] | None = None
+    feedforward_modules: list[str] | None = None
+
+
+ADAPTER_SCHEMAS: dict[str, type] = {
+    "full": FullAdapter,
+    "bitfit": FullAdapter,
+    "head": FullAdapter,
+    "lora": LoraAdapter,
+    "dora": LoraAdapter,
+    "prefix": VirtualTokenAdapter,
+    "prompt": VirtualTokenAdapter,
+    "ia3": Ia3Adapter,
+}
+
+
+@dataclass
+class HardwareConfig:
+    name: str
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    process_group_backend: str | None = None
+
+
+@dataclass
+class TrainerConfig:
+    name: str
+    max_epochs: int | None = 3
+    max_steps: int = -1
+    val_check_interval: int | None = None
+    checkpoint_every_n_steps: int = 50
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class SyntheticConfig:
+    train_size: int = 2000
+    eval_size: int = 400
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    name: str
+    dataset: str | None = None
+    subset: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    validation_fraction: float = 0.1
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    question_column: str = "question"
+    context_column: str = "context"
+    answer_column: str = "answer"
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_length: int = 128
+    batch_size: int = 32
+    num_workers: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class OptimConfig:
+    name: str
+    lr: float
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str
+    aux_weight: float = 0.0
+    mlm_probability: float = 0.15
+
+
+@dataclass
+class TrackingConfig:
+    name: str
+    uri: str | None = None
+    experiment: str = "tunelab"
+    run_name: str | None = None
+    on_finished: str = "skip"
+
+
+@dataclass
+class PathsConfig:
+    name: str
+    cache_dir: str = ".cache/tunelab"
+    checkpoint_dir: str = "checkpoints"
+    mlruns_dir: str = "mlruns"
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "task": TaskConfig,
+    "hardware": HardwareConfig,
+    "trainer": TrainerConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "objective": ObjectiveConfig,
+    "tracking": TrackingConfig,
+    "paths": PathsConfig,
+}
+ROOT_KEYS = {"seed", "adapter", *GROUP_SCHEMAS}
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Raise ConfigError for the first key that is unknown, mistyped, out of range or incompatible;
+    return the resolved config with every schema default filled in (what the run records)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    for key in plain:
+        if key not in ROOT_KEYS:
+            raise ConfigError(key, plain[key], f"unknown top-level key; allowed: {sorted(ROOT_KEYS)}")
+    for key in sorted(ROOT_KEYS - set(plain)):
+        raise ConfigError(key, None, "missing; every run needs this group")
+    if not isinstance(plain["seed"], int) or isinstance(plain["seed"], bool):
+        raise ConfigError("seed", plain["seed"], "an integer")
+    checked = {"seed": plain["seed"]}
+    for group in ("model", "task", "adapter", "hardware", "trainer", "data", "optim", "objective",
+                  "tracking", "paths"):
+        schema = GROUP_SCHEMAS.get(group)
+        if group == "adapter":
+            method = plain["adapter"].get("method") if isinstance(plain["adapter"], dict) else None
+            if method not in ADAPTER_SCHEMAS:
+                raise ConfigError("adapter.method", method, f"one of {list(ADAPTER_METHODS)}")
+            schema = ADAPTER_SCHEMAS[method]
+        checked[group] = _bind(group, plain[group], schema)
+    validated = OmegaConf.create(checked)
+    _check_values(validated)
+    return validated
+
+
+def _bind(group: str, node: Any, schema: type) -> dict:
+    if not isinstance(node, dict):
+        raise ConfigError(group, node, f"a mapping with keys {[f.name for f in fields(schema)]}")
+    allowed = [f.name for f in fields(schema)]
+    for key in node:
+        if key not in allowed:
+            raise ConfigError(f"{group}.{key}", node[key], f"unknown key; {group} allows {allowed}")
+    try:
+        return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), node))
+    except (ConfigKeyError, ValidationError) as err:
+        key = f"{group}.{err.full_key}" if err.full_key else group
+        wanted = _type_name(schema, str(err.full_key).split(".")[0])
+        raise ConfigError(key, _lookup(node, str(err.full_key)), f"expected {wanted}") from None
+
+
+def _type_name(schema: type, name: str) -> str:
+    for f in fields(schema):
+        if f.name == name:
+            return str(f.type)
+    return "a known key"
+
+
+def _lookup(node: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return node
+        node = node[part]
+    return node
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    model, task, adapter, data, trainer, hw = (
+        cfg.model, cfg.task, cfg.adapter, cfg.data, cfg.trainer, cfg.hardware)
+    _require(model.family in FAMILIES, "model.family", model.family, f"one of {list(FAMILIES)}")
+    _require(model.pretrained is not None or model.config is not None, "model.pretrained",
+             model.pretrained, "a Hub id, local folder or pkg:// path (or model.config for random init)")
+    _require(task.kind in TASK_KINDS, "task.kind", task.kind, f"one of {list(TASK_KINDS)}")
+    _require(task.mode in ("min", "max"), "task.mode", task.mode, "min or max")
+    _require(adapter.lr > 0, "adapter.lr", adapter.lr, "a learning rate > 0")
+    _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a learning rate > 0")
+    _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay, ">= 0")
+    _require(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", cfg.optim.warmup_ratio, "in [0, 1)")
+    _require(cfg.objective.aux_weight >= 0, "objective.aux_weight", cfg.objective.aux_weight, ">= 0")
+    _require(0 < cfg.objective.mlm_probability < 1, "objective.mlm_probability",
+             cfg.objective.mlm_probability, "in (0, 1)")
+    _require(data.batch_size > 0, "data.batch_size", data.batch_size, "an integer > 0")
+    _require(data.max_length > 0, "data.max_length", data.max_length, "an integer > 0")
+    _require(data.max_length <= model.max_positions, "data.max_length", data.max_length,
+             f"at most {model.max_positions}, the position limit of model={model.name}")
+    _require(0 < data.validation_fraction < 1, "data.validation_fraction", data.validation_fraction,
+             "in (0, 1)")
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = data[key]
+        _require(value is None or value > 0, f"data.{key}", value, "null or an integer > 0")
+    _require(data.num_workers >= 0, "data.num_workers", data.num_workers, ">= 0")
+    _require(trainer.max_steps == -1 or trainer.max_steps > 0, "trainer.max_steps",
+             trainer.max_steps, "-1 (no limit) or an integer > 0")
+    _require(trainer.max_epochs is None or trainer.max_epochs > 0, "trainer.max_epochs",
+             trainer.max_epochs, "null or an integer > 0")
+    _require(trainer.max_steps > 0 or trainer.max_epochs is not None, "trainer.max_steps",
+             trainer.max_steps, "> 0 when trainer.max_epochs is null")
+    _require(trainer.val_check_interval is None or trainer.val_check_interval > 0,
+             "trainer.val_check_interval", trainer.val_check_interval, "null or an integer > 0")
+    _require(trainer.checkpoint_every_n_steps > 0, "trainer.checkpoint_every_n_steps",
+             trainer.checkpoint_every_n_steps, "an integer > 0")
+    _require(trainer.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches",
+             trainer.accumulate_grad_batches, "an integer > 0")
+    _require(hw.num_nodes > 0, "hardware.num_nodes", hw.num_nodes, "an integer > 0")
+    _require(hw.devices == "auto" or (isinstance(hw.devices, int) and hw.devices > 0),
+             "hardware.devices", hw.devices, "an integer > 0 or 'auto'")
+    if isinstance(hw.devices, int):
+        world = hw.devices * hw.num_nodes * trainer.accumulate_grad_batches
+        _require(data.batch_size % world == 0, "data.batch_size", data.batch_size,
+                 f"a multiple of devices x nodes x accumulate_grad_batches = {world} "
+                 "(it is the global batch)")
+    _require(cfg.tracking.on_finished in ("skip", "rerun"), "tracking.on_finished",
+             cfg.tracking.on_finished, "skip or rerun")
+    if adapter.method in ("lora", "dora"):
+        _require(adapter.r > 0, "adapter.r", adapter.r, "an integer > 0")
+        _require(adapter.alpha > 0, "adapter.alpha", adapter.alpha, "> 0")
+        _require(0 <= adapter.dropout < 1, "adapter.dropout", adapter.dropout, "in [0, 1)")
+    if adapter.method in ("prefix", "prompt"):
+        _require(adapter.num_virtual_tokens > 0, "adapter.num_virtual_tokens",
+                 adapter.num_virtual_tokens, "an integer > 0")
+    _check_combination(cfg)
+
+
+def _check_combination(cfg: DictConfig) -> None:
+    model, task, adapter = cfg.model, cfg.task, cfg.adapter
+    families = TASK_FAMILIES[task.kind]
+    _require(model.family in families, "task", task.name,
+             f"task kind {task.kind} needs a model family in {list(families)}; "
+             f"model={model.name} is {model.family}")
+    if task.kind == "classification":
+        heads = HEADS[model.family]
+        _require(task.head in heads, "task.head", task.head,
+                 f"model={model.name} ({model.family}) offers heads {list(heads)}")
+    _require(model.family != "rnn" or adapter.method == "full", "adapter", adapter.name,
+             f"model={model.name} is trained from scratch; only adapter=full applies to it")
+    _require(not (adapter.method == "prefix" and model.gradient_checkpointing),
+             "model.gradient_checkpointing", True,
+             "false with adapter=prefix (prefix key/values break checkpointed recomputation); "
+             "use adapter=lora or turn checkpointing off")

@@ -1,0 +1,15 @@
+"""Where text comes from and how each task turns it into batches."""
+
+from tunelab.data.classification import ClassificationData
+from tunelab.data.datamodule import TuneDataModule
+from tunelab.data.sources import RawData, load_splits
+
+TASK_DATA = {"classification": ClassificationData}
+
+
+def task_data_for(raw: RawData, data, task):
+    """Check the raw splits against the task and return its tokenization/collation helper."""
+    return TASK_DATA[task.kind](raw, data, task)
+
+
+__all__ = ["RawData", "TuneDataModule", "load_splits", "task_data_for", "TASK_DATA"]

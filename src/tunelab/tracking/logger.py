@@ -1,0 +1,68 @@
+"""A Lightning logger that writes into a run tunelab already owns (Lightning's own MLFlowLogger
+starts a new run on resume and ends the run when fit ends, before test)."""
+
+from __future__ import annotations
+
+import time
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+
+class RunLogger(Logger):
+    def __init__(self, client: MlflowClient, run_id: str, logged_steps: dict[str, int] | None = None):
+        super().__init__()
+        self.client, self.run_id = client, run_id
+        # On resume: the last step already recorded per metric, so replayed steps are not logged twice.
+        self.logged_steps = dict(logged_steps or {})
+        self._pending = []
+        self.trainer = None       # set by StepClock: steps are then optimizer steps completed
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self.run_id
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """Params are logged once, from the resolved config, by TrackedRun."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        step = self.trainer.global_step if self.trainer is not None else (step or 0)
+        batch = []
+        for key, value in metrics.items():
+            if key == "epoch" or step <= self.logged_steps.get(key, -1):
+                continue
+            batch.append(Metric(key, float(value), now, step))
+        if batch:
+            self._pending.append(self.client.log_batch(self.run_id, metrics=batch,
+                                                       synchronous=False))
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        for operation in self._pending:
+            if operation is not None:
+                operation.wait()
+        self._pending.clear()
+
+
+class StepClock(Callback):
+    """Lets RunLogger record every metric at `trainer.global_step` (optimizer steps completed),
+    where Lightning passes a batch counter that lags by one inside the epoch."""
+
+    def __init__(self, logger: RunLogger):
+        self.logger = logger
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.logger.trainer = trainer

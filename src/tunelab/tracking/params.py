@@ -1,0 +1,71 @@
+"""Turning a resolved config into MLflow params, the config hash, and masking secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+MASK = "***"
+PARAM_LIMIT = 6000          # MLflow's param value limit; longer values are cut, the artifact has all
+_SECRET_NAME = re.compile(r"(^|[._-])(token|secret|password|passwd|api[_-]?key|access[_-]?key|"
+                          r"private[_-]?key|key|auth)($|[._-])", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,}|"
+                           r"AKIA[0-9A-Z]{16})\b")
+HASH_EXCLUDES = ("tracking", "paths")
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def mask_text(text: str) -> str:
+    """Mask secret-looking values and `name=value` pairs whose name looks like a secret."""
+    text = _SECRET_VALUE.sub(MASK, text)
+    return re.sub(r"([\w.\-]+)(\s*[=:]\s*)(\S+)",
+                  lambda m: f"{m[1]}{m[2]}{MASK}" if is_secret_name(m[1]) else m[0], text)
+
+
+def masked(value: Any, name: str = "") -> Any:
+    """A copy of a plain config tree with secret-named keys and secret-looking values masked."""
+    if name and is_secret_name(name.rsplit(".", 1)[-1]) and value is not None:
+        return MASK
+    if isinstance(value, dict):
+        return {k: masked(v, f"{name}.{k}" if name else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, name) for v in value]
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(MASK, value)
+    return value
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return masked(plain)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """Dotted keys -> string values; lists stay one value (`[query, value]`)."""
+    flat = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            flat[dotted] = text if len(text) <= PARAM_LIMIT else text[:PARAM_LIMIT - 40] + \
+                " …[cut; full value in config/config.yaml]"
+    return flat
+
+
+def config_hash(plain: dict, data_digest: str) -> str:
+    """Identifies a logical run: the resolved config minus where it is tracked/stored, plus the data."""
+    core = {k: v for k, v in plain.items() if k not in HASH_EXCLUDES}
+    core["trainer"] = {k: v for k, v in core.get("trainer", {}).items()
+                       if k != "enable_progress_bar"}
+    blob = json.dumps({"config": core, "data": data_digest}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

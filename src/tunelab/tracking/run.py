@@ -1,0 +1,221 @@
+"""The one owner of a training run's MLflow record.
+
+A logical run is identified by its config hash. Opening it finds the run of that hash in the
+experiment: a FINISHED one is skipped (unless tracking.on_finished=rerun), a FAILED, KILLED or
+abandoned RUNNING one is resumed (same run id, from its last checkpoint), else a new run starts.
+Only rank 0 opens runs; other ranks get a TrackedRun that logs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+import yaml
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from omegaconf import DictConfig
+
+from tunelab.tracking import params as P
+from tunelab.tracking.logger import RunLogger, StepClock
+from tunelab.tracking.perf import CostMeter
+from tunelab.tracking.store import artifact_root, client_for, experiment_id, tracking_uri
+
+PACKAGES = ("tunelab", "torch", "transformers", "peft", "lightning", "mlflow", "datasets",
+            "hydra-core", "torchmetrics")
+RESUMABLE = ("FAILED", "KILLED", "RUNNING", "SCHEDULED")
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and \
+        int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    return (f"{cfg.model.name}-{cfg.adapter.name}-{cfg.task.name}-{cfg.hardware.name}"
+            f"-s{cfg.seed}")
+
+
+@dataclass
+class TrackedRun:
+    cfg: DictConfig
+    overrides: list[str]
+    data_digest: str
+    sweep_id: str | None = None
+    uri: str = ""
+    run_id: str | None = None
+    status: str = "new"                 # new | resumed | skipped
+    plain: dict = field(default_factory=dict)
+    config_hash: str = ""
+
+    def __post_init__(self) -> None:
+        self.plain = P.plain_config(self.cfg)
+        self.config_hash = P.config_hash(self.plain, self.data_digest)
+        self.uri = tracking_uri(self.cfg.tracking.uri, self.cfg.paths.mlruns_dir)
+        self.active = is_rank_zero()
+        self.client = client_for(self.uri) if self.active else None
+        self._logger: RunLogger | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.cfg.paths.checkpoint_dir).resolve() / self.config_hash
+
+    # ---- opening ---------------------------------------------------------------------------
+    def open(self) -> TrackedRun:
+        if not self.active:
+            return self
+        exp = experiment_id(self.client, self.cfg.tracking.experiment,
+                            artifact_root(self.uri, self.cfg.paths.mlruns_dir))
+        previous = self.client.search_runs(
+            [exp], f"tags.`tunelab.config_hash` = '{self.config_hash}' "
+                   "and tags.`tunelab.run_kind` = 'train'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if previous and previous[0].info.status == "FINISHED" and \
+                self.cfg.tracking.on_finished == "skip":
+            self.run_id, self.status = previous[0].info.run_id, "skipped"
+            return self
+        if previous and previous[0].info.status in RESUMABLE:
+            self.run_id, self.status = previous[0].info.run_id, "resumed"
+            self.client.update_run(self.run_id, status="RUNNING")
+            self._tag({"tunelab.resumed": "true"})
+            if "tunelab.error" in previous[0].data.tags:
+                self.client.delete_tag(self.run_id, "tunelab.error")
+            return self
+        run = self.client.create_run(exp, run_name=self.cfg.tracking.run_name or
+                                     default_run_name(self.cfg), tags=self._tags(exp))
+        self.run_id = run.info.run_id
+        self._log_config()
+        return self
+
+    def _parent_run(self, exp: str) -> str | None:
+        runs = self.client.search_runs([exp], f"tags.`tunelab.sweep_id` = '{self.sweep_id}' and "
+                                              "tags.`tunelab.run_kind` = 'sweep'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _tags(self, exp: str) -> dict[str, str]:
+        tags = {"tunelab.run_kind": "train", "tunelab.config_hash": self.config_hash,
+                "tunelab.overrides": P.mask_text(" ".join(self.overrides)),
+                "tunelab.checkpoint_dir": str(self.checkpoint_dir),
+                **{f"tunelab.version.{k}": v for k, v in package_versions().items()}}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        if self.sweep_id:
+            tags["tunelab.sweep_id"] = self.sweep_id
+            parent = self._parent_run(exp)
+            if parent:
+                tags["mlflow.parentRunId"] = parent
+        return tags
+
+    def _tag(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def _log_config(self) -> None:
+        params = [Param(k, v) for k, v in P.flatten(self.plain).items()]
+        for start in range(0, len(params), 100):
+            self.client.log_batch(self.run_id, params=params[start:start + 100])
+        self.client.log_text(self.run_id, yaml.safe_dump(self.plain, sort_keys=False),
+                             "config/config.yaml")
+        self.client.log_text(self.run_id, yaml.safe_dump([P.mask_text(o) for o in self.overrides]),
+                             "config/overrides.yaml")
+
+    # ---- during the run ----------------------------------------------------------------------
+    def logger(self) -> RunLogger | None:
+        if not self.active:
+            return None
+        if self._logger is None:
+            self._logger = RunLogger(self.client, self.run_id, self._logged_steps())
+        return self._logger
+
+    def callbacks(self, counts: dict[str, float]) -> list:
+        """Lightning callbacks that measure costs and keep metric steps in optimizer steps."""
+        meter = CostMeter(int(counts["params/total"]), int(counts["params/trainable"]))
+        logger = self.logger()
+        return [meter] + ([StepClock(logger)] if logger is not None else [])
+
+    def _logged_steps(self) -> dict[str, int]:
+        if self.status != "resumed":
+            return {}
+        run = self.client.get_run(self.run_id)
+        return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key))
+                for key in run.data.metrics}
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.active:
+            self.client.log_batch(self.run_id, metrics=[
+                Metric(k, float(v), int(time.time() * 1000), step) for k, v in metrics.items()])
+
+    def log_params(self, params: dict[str, object]) -> None:
+        if self.active and self.status != "resumed":
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_dict(self, data: dict, path: str) -> None:
+        if self.active:
+            self.client.log_text(self.run_id, json.dumps(data, indent=2), path)
+
+    def log_artifacts(self, folder: Path, path: str) -> None:
+        if self.active:
+            self.client.log_artifacts(self.run_id, str(folder), path)
+
+    def log_input(self, dataset, path: str, data_files: str | None, digest: str,
+                  context: str) -> None:
+        """Record the data read as an MLflow dataset input (the UI's Datasets column):
+        `path` is the Hub id or the `datasets` builder that read `data_files`."""
+        if not self.active or self.status == "resumed":
+            return
+        source = HuggingFaceDatasetSource(path=path, data_files=data_files, split=context)
+        entry = mlflow.data.from_huggingface(dataset, source=source, digest=digest[:36],
+                                             name=f"{self.cfg.task.name}-{context}")
+        tags = [mlflow.entities.InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(self.run_id, [mlflow.entities.DatasetInput(
+            entry._to_mlflow_entity(), tags=tags)])
+
+    def final_metric(self, key: str) -> float | None:
+        if not self.active or self.run_id is None:
+            return None
+        return self.client.get_run(self.run_id).data.metrics.get(key)
+
+    # ---- closing -----------------------------------------------------------------------------
+    def __enter__(self) -> TrackedRun:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if not self.active or self.run_id is None:
+            return False
+        if self._logger is not None:
+            self._logger.flush()
+        if exc is None:
+            self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        else:
+            killed = isinstance(exc, KeyboardInterrupt)
+            error = P.mask_text("".join(traceback.format_exception(exc_type, exc, tb)))
+            self._tag({"tunelab.error": P.mask_text(f"{exc_type.__name__}: {exc}")[:4900]})
+            self.client.log_text(self.run_id, error, "error.txt")
+            self.client.set_terminated(self.run_id, "KILLED" if killed else "FAILED")
+        return False

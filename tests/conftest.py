@@ -1,0 +1,62 @@
+"""Shared fixtures: real Hydra composition over conf/, shrunk to tiny models and tiny data, with
+every store and cache in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Small enough for seconds on 2 cores, big enough that tiny-bert learns the generated sentiment.
+TINY = ["model=tiny-bert", "trainer.max_steps=200", "trainer.max_epochs=null",
+        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=10", "optim.lr=1e-3",
+        "data.synthetic.train_size=1600", "data.synthetic.eval_size=96", "data.batch_size=32",
+        "data.max_length=32"]
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.paths.checkpoint_dir = str(tmp_path / "checkpoints")
+        cfg.paths.mlruns_dir = str(tmp_path / "mlruns")
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(*overrides: str) -> DictConfig:
+        return compose_cfg([*TINY, *overrides], tmp_path)
+    return make
+
+
+@pytest.fixture
+def client(tmp_path) -> MlflowClient:
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+
+def train_runs(client: MlflowClient, experiment: str = "tunelab", kind: str = "train"):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], f"tags.`tunelab.run_kind` = '{kind}'")
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None):
+    """Run a tunelab console script as a user would, from `cwd`."""
+    exe = Path(sys.executable).parent / args[0]
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    return subprocess.run([str(exe), *args[1:]], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)

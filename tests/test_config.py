@@ -1,0 +1,79 @@
+"""Every config option composes through real Hydra, records its own name, and passes the checks;
+bad input fails fast with the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from tests.conftest import CONF, compose_cfg
+from tunelab.config import ConfigError, check_config
+
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))
+           if g not in ("experiment", "hparams_search")]
+PARTNER_MODELS = ["tiny-bert", "tiny-llama", "lstm"]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_records_its_name(group, option, tmp_path):
+    errors = []
+    partners = PARTNER_MODELS if group != "model" else [None]
+    for partner in partners:
+        if partner and not (CONF / "model" / f"{partner}.yaml").exists():
+            continue
+        overrides = [f"{group}={option}"] + ([f"model={partner}"] if partner else [])
+        cfg = compose_cfg(overrides, tmp_path)
+        assert cfg[group].name == option
+        try:
+            checked = check_config(cfg)
+        except ConfigError as err:
+            errors.append(str(err))
+            continue
+        assert checked[group].name == option
+        return
+    pytest.fail(f"{group}={option} passes the checks with none of {partners}: {errors}")
+
+
+def test_defaults_are_the_documented_ones(tmp_path):
+    cfg = compose_cfg([], tmp_path)
+    assert (cfg.model.name, cfg.task.name, cfg.adapter.name, cfg.hardware.name) == \
+        ("minilm", "sentiment", "lora", "cpu")
+    assert cfg.optim.lr == cfg.adapter.lr, "each adapter carries its own learning rate"
+
+
+def test_unknown_group_option_names_the_options(tmp_path):
+    with pytest.raises(MissingConfigException) as err:
+        compose_cfg(["adapter=loraa"], tmp_path)
+    assert "loraa" in str(err.value) and "lora" in str(err.value)
+
+
+BAD = [
+    (["+adapter.rank=4"], "adapter.rank", "unknown key"),
+    (["optim.lr=0"], "optim.lr", "> 0"),
+    (["optim.lr=-0.001"], "optim.lr", "> 0"),
+    (["adapter.r=0"], "adapter.r", "> 0"),
+    (["data.batch_size=0"], "data.batch_size", "> 0"),
+    (["data.batch_size=abc"], "data.batch_size", "int"),
+    (["data.max_length=100000"], "data.max_length", "position limit"),
+    (["trainer.max_steps=0"], "trainer.max_steps", "-1"),
+    (["adapter.dropout=1.5"], "adapter.dropout", "[0, 1)"),
+    (["tracking.on_finished=maybe"], "tracking.on_finished", "skip or rerun"),
+    (["+model.colour=red"], "model.colour", "unknown key"),
+    (["seed=abc"], "seed", "integer"),
+    (["data.batch_size=30", "trainer.accumulate_grad_batches=4"], "data.batch_size", "multiple"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "allowed"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_values_fail_fast_with_key_value_and_allowed(overrides, key, allowed, tmp_path):
+    start = time.perf_counter()
+    cfg = compose_cfg(overrides, tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert err.value.key == key
+    assert allowed in str(err.value)
+    assert str(overrides[-1].split("=", 1)[1]) in str(err.value)
+    assert time.perf_counter() - start < 5
