@@ -14,14 +14,14 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from tunelab import adapters, data, hardware, models
 from tunelab.config import check_config
 from tunelab.config.printing import print_tree
 from tunelab.sweeps import SWEEP_ENV, sweep_id_for
-from tunelab.tracking import TrackedRun, is_rank_zero
+from tunelab.tracking import TrackedRun, is_rank_zero, run_weights, tracking_uri
+from tunelab.tracking.checkpoints import last_checkpoint, resume_callbacks
 
 log = logging.getLogger("tunelab")
 
@@ -32,24 +32,32 @@ def _conf_dir() -> str:
 
 
 def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = None,
-          output_dir: Path | None = None) -> float | None:
-    """Run one logical run and return the metric sweepers optimise (val/<task.monitor>)."""
+          output_dir: Path | None = None, run_kind: str = "train",
+          source_run: str | None = None) -> float | None:
+    """Run one logical run and return the metric sweepers optimise (val/<task.monitor>);
+    `run_kind="reproduce"` re-runs `source_run` as a new run (tunelab-reproduce)."""
     cfg = check_config(cfg)
+    if adapters.needs_module_tree(cfg.adapter):
+        adapters.check_fit(models.skeleton(cfg.model, cfg.task), cfg.adapter, cfg.model)
     if is_rank_zero():
         print_tree(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
     raw = data.load_splits(cfg.data, cfg.task, cache_dir)
     task_data = data.task_data_for(raw, cfg.data, cfg.task)
-    run = TrackedRun(cfg, list(overrides), raw.digest, sweep_id).open()
+    init = run_weights(cfg.model.init_from, tracking_uri(cfg.tracking.uri, cfg.paths.mlruns_dir),
+                       cache_dir) if cfg.model.init_from else None
+    run = TrackedRun(cfg, list(overrides), raw.digest, sweep_id, run_kind=run_kind,
+                     source_run=source_run).open()
     monitor = f"val/{cfg.task.monitor}"
     if run.status == "skipped":
         log.info("config %s already has FINISHED run %s; skipping "
                  "(tracking.on_finished=rerun trains again)", run.config_hash, run.run_id)
         return run.final_metric(monitor)
-    with run:
+    with run, hardware.distributed_job():
         L.seed_everything(cfg.seed, workers=True)
         tokenizer = models.load_tokenizer(cfg.model)
-        net = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed)
+        net = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed,
+                                weights=None if init is None else str(init))
         net = adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task)
         counts = adapters.parameter_counts(net)
         run.log_metrics(counts)
@@ -64,16 +72,16 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
                                                  cfg.trainer.accumulate_grad_batches),
             num_workers=cfg.data.num_workers, cache_dir=cache_dir)
         module = models.TuneModule(net, cfg.task, cfg.optim, cfg.objective,
-                                   num_labels=len(task_data.label_names))
-        checkpoints = ModelCheckpoint(dirpath=run.checkpoint_dir, filename="step{step}",
-                                      every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-                                      save_last=True, save_top_k=1, auto_insert_metric_name=False)
-        trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer),
+                                   num_labels=len(task_data.label_names), tokenizer=tokenizer,
+                                   family=cfg.model.family, label_names=task_data.label_names)
+        checkpoints = resume_callbacks(run.checkpoint_dir, cfg.trainer.checkpoint_every_n_steps,
+                                       cfg.seed)
+        trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg,
+                                                      output_dir or run.checkpoint_dir),
                             logger=run.logger() or False, default_root_dir=output_dir,
-                            callbacks=[*run.callbacks(counts), checkpoints])
-        resume = run.checkpoint_dir / "last.ckpt"
-        trainer.fit(module, datamodule,
-                    ckpt_path=str(resume) if run.status == "resumed" and resume.exists() else None)
+                            callbacks=[*run.callbacks(counts), *checkpoints])
+        resume = last_checkpoint(run.checkpoint_dir) if run.status == "resumed" else None
+        trainer.fit(module, datamodule, ckpt_path=resume, weights_only=True)
         if module.last_val_step != trainer.global_step:
             trainer.validate(module, datamodule, verbose=False)
         result = trainer.callback_metrics.get(monitor)

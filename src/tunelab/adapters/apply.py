@@ -1,17 +1,28 @@
 """The one place a fine-tuning method is applied: peft configs for the PEFT family, parameter
-selections for bitfit and head, save/reload/merge, and trainable-parameter accounting."""
+selections for bitfit and head, the pre-load fit check, and trainable-parameter accounting.
+
+Versions are pinned on purpose (pyproject): prefix tuning on BERT-style encoders needs
+transformers 4.57.x with peft 0.21.2; on transformers 5.x peft's prefix path fails on BERT with
+"Model does not support past key values" (BERT no longer takes a legacy past_key_values there).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 import torch
 from omegaconf import DictConfig
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import (IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptTuningConfig,
+                  TaskType, get_peft_model)
+from peft.utils import (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+                        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
 
+from tunelab.adapters.selection import bias_parameters, select
 from tunelab.config import ConfigError
 
 PEFT_METHODS = ("lora", "dora", "prefix", "prompt", "ia3")
+SELECTIONS = ("bitfit", "head")
+TARGETED = ("lora", "dora", "ia3")
 
 
 def peft_task_type(task: DictConfig, family: str) -> TaskType | None:
@@ -24,29 +35,78 @@ def peft_task_type(task: DictConfig, family: str) -> TaskType | None:
     return None
 
 
-def peft_config(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig):
+def target_modules(adapter: DictConfig, model_cfg: DictConfig) -> list[str] | None:
+    """The adapter's own list, else the model preset's; None lets peft pick its per-architecture
+    default (a preset for a new architecture then needs no list)."""
+    preset = model_cfg.ia3_targets if adapter.method == "ia3" else model_cfg.lora_targets
+    return list(adapter.target_modules or preset) or None
+
+
+def feedforward_modules(adapter: DictConfig, model_cfg: DictConfig) -> list[str] | None:
+    """IA3 scales the *input* of these (the feed-forward down projection) rather than the output."""
+    return list(adapter.feedforward_modules or model_cfg.ia3_feedforward) or None
+
+
+def peft_config(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig) -> PeftConfig:
     task_type = peft_task_type(task, model_cfg.family)
     if adapter.method in ("lora", "dora"):
         return LoraConfig(task_type=task_type, r=adapter.r, lora_alpha=adapter.alpha,
                           lora_dropout=adapter.dropout, use_dora=adapter.method == "dora",
-                          target_modules=list(target_modules(adapter, model_cfg)))
-    raise NotImplementedError(f"adapter method {adapter.method}")
+                          target_modules=target_modules(adapter, model_cfg))
+    if adapter.method == "ia3":
+        return IA3Config(task_type=task_type, target_modules=target_modules(adapter, model_cfg),
+                         feedforward_modules=feedforward_modules(adapter, model_cfg))
+    if adapter.method == "prefix":
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=adapter.num_virtual_tokens,
+                                  prefix_projection=adapter.prefix_projection,
+                                  encoder_hidden_size=adapter.encoder_hidden_size)
+    return PromptTuningConfig(task_type=task_type, num_virtual_tokens=adapter.num_virtual_tokens)
 
 
-def target_modules(adapter: DictConfig, model_cfg: DictConfig) -> list[str]:
-    return list(adapter.target_modules or model_cfg.lora_targets)
+def needs_module_tree(adapter: DictConfig) -> bool:
+    """Whether `check_fit` must see the model's modules (full and head fit every model)."""
+    return adapter.method in (*TARGETED, "bitfit")
 
 
-def check_targets(net: torch.nn.Module, adapter: DictConfig, model_cfg: DictConfig) -> None:
-    """Fail with the modules that do exist when a target matches none of the model's modules."""
-    if adapter.method not in ("lora", "dora", "ia3"):
+def _matches(name: str, target: str) -> bool:
+    """peft's rule for a list entry: the module name equals it or ends with `.<target>`."""
+    return name == target or name.endswith(f".{target}")
+
+
+def check_fit(skeleton: torch.nn.Module, adapter: DictConfig, model_cfg: DictConfig) -> None:
+    """Reject, before any weights load, a method that cannot apply to this architecture. `skeleton`
+    is the module tree without weights (`models.skeleton`), so this costs no download or memory."""
+    names = [name for name, _ in skeleton.named_modules()]
+    model_type = skeleton.config.model_type
+    if adapter.method == "bitfit" and not bias_parameters(skeleton):
+        raise ConfigError("adapter", adapter.name,
+                          f"model={model_cfg.name} ({model_type}) has no bias terms, so bitfit would "
+                          "train the head alone: use adapter=head for that, or adapter=ia3/lora")
+    if adapter.method not in TARGETED:
         return
-    leaves = {name.rsplit(".", 1)[-1] for name, mod in net.named_modules()
-              if isinstance(mod, torch.nn.Linear)}
-    missing = [t for t in target_modules(adapter, model_cfg) if t not in leaves]
+    targets = target_modules(adapter, model_cfg)
+    defaults = (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING if adapter.method == "ia3"
+                else TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
+    if targets is None and model_type not in defaults:
+        raise ConfigError("adapter.target_modules", None,
+                          f"a list of module names: peft has no default for {model_type}; "
+                          f"linear modules of model={model_cfg.name}: {_linear_leaves(skeleton)}")
+    missing = [t for t in targets or [] if not any(_matches(n, t) for n in names)]
     if missing:
         raise ConfigError("adapter.target_modules", missing,
-                          f"linear modules of model={model_cfg.name}: {sorted(leaves)}")
+                          f"module names that exist in model={model_cfg.name}; its linear modules "
+                          f"are {_linear_leaves(skeleton)}")
+    if adapter.method == "ia3":
+        extra = sorted(set(feedforward_modules(adapter, model_cfg) or []) - set(targets or []))
+        if extra:
+            raise ConfigError("adapter.feedforward_modules", extra,
+                              f"a subset of the IA3 target modules {targets}")
+
+
+def _linear_leaves(net: torch.nn.Module) -> list[str]:
+    """Linear layer names below the repeated block index (`attention.self.query`): what a user types."""
+    return sorted({re.split(r"\.\d+\.", name)[-1] for name, mod in net.named_modules()
+                   if isinstance(mod, torch.nn.Linear)})
 
 
 def apply_adapter(net: torch.nn.Module, adapter: DictConfig, model_cfg: DictConfig,
@@ -55,8 +115,9 @@ def apply_adapter(net: torch.nn.Module, adapter: DictConfig, model_cfg: DictConf
     if adapter.method == "full":
         net.requires_grad_(True)
         return net
+    if adapter.method in SELECTIONS:
+        return select(net, adapter.method)
     if adapter.method in PEFT_METHODS:
-        check_targets(net, adapter, model_cfg)
         return get_peft_model(net, peft_config(adapter, model_cfg, task))
     raise NotImplementedError(f"adapter method {adapter.method}")
 
@@ -72,24 +133,3 @@ def parameter_counts(net: torch.nn.Module) -> dict[str, float]:
         trainable += param.numel() if param.requires_grad else 0
     return {"params/trainable": trainable, "params/total": total,
             "params/trainable_pct": 100.0 * trainable / max(total, 1)}
-
-
-def save_weights(net: torch.nn.Module, folder: Path, tokenizer=None) -> float:
-    """Save the trained weights (adapter-only for peft, the whole model for full fine-tuning) in a
-    form `from_pretrained` / `PeftModel.from_pretrained` loads; return their size in MB."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(folder, safe_serialization=True)
-    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    return size / 2**20
-
-
-def load_weights(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
-    """The inverse of `save_weights` for peft methods: the trained adapter on a freshly loaded base."""
-    return PeftModel.from_pretrained(base, str(folder))
-
-
-def is_adapter_folder(folder: Path) -> bool:
-    return (Path(folder) / "adapter_config.json").is_file()

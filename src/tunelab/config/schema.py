@@ -19,13 +19,16 @@ FAMILIES = ("encoder", "decoder", "rnn")
 TASK_KINDS = ("classification", "qa", "instruct", "lm")
 ADAPTER_METHODS = ("full", "lora", "dora", "prefix", "prompt", "ia3", "bitfit", "head")
 # Which model families can serve each task kind, and the task heads each family offers.
+# qa is extractive (a span head over the context), which encoders carry; decoders have no QA path.
 TASK_FAMILIES = {
     "classification": ("encoder", "decoder", "rnn"),
-    "qa": ("encoder", "decoder"),
+    "qa": ("encoder",),
     "instruct": ("decoder",),
     "lm": ("encoder", "decoder"),
 }
 HEADS = {"encoder": ("classifier", "span"), "decoder": ("classifier", "generate"), "rnn": ("classifier",)}
+# A preset of each family, named in messages as what would work instead.
+FAMILY_EXAMPLES = {"encoder": "minilm", "decoder": "smollm2-135m", "rnn": "lstm"}
 
 
 @dataclass
@@ -42,6 +45,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     max_positions: int = 512
     lora_targets: list[str] = field(default_factory=list)
+    # IA3 defaults for this architecture: scaled modules, and which of them are feed-forward.
+    ia3_targets: list[str] = field(default_factory=list)
+    ia3_feedforward: list[str] = field(default_factory=list)
     chat_template: str | None = None
 
 
@@ -327,14 +333,28 @@ def _check_combination(cfg: DictConfig) -> None:
     model, task, adapter = cfg.model, cfg.task, cfg.adapter
     families = TASK_FAMILIES[task.kind]
     _require(model.family in families, "task", task.name,
-             f"task kind {task.kind} needs a model family in {list(families)}; "
+             f"task kind {task.kind} needs a model family in {list(families)} (e.g. "
+             f"{', '.join('model=' + FAMILY_EXAMPLES[f] for f in families)}); "
              f"model={model.name} is {model.family}")
+    if task.kind == "qa":
+        _require(0 < task.doc_stride < cfg.data.max_length // 2, "task.doc_stride",
+                 task.doc_stride, f"an integer in [1, {cfg.data.max_length // 2}): the tokens two "
+                 f"windows of data.max_length={cfg.data.max_length} share")
     if task.kind == "classification":
         heads = HEADS[model.family]
         _require(task.head in heads, "task.head", task.head,
                  f"model={model.name} ({model.family}) offers heads {list(heads)}")
+    _require(cfg.objective.aux_weight == 0 or (task.kind != "lm" and model.family != "rnn"),
+             "objective.aux_weight", cfg.objective.aux_weight,
+             "0 here: task=lm already trains the self-supervised objective, and rnn models have "
+             "none; the auxiliary loss applies to encoder and decoder task runs")
+    _require(task.max_new_tokens > 0, "task.max_new_tokens", task.max_new_tokens, "an integer > 0")
+    _require(task.generate_eval_samples >= 0, "task.generate_eval_samples",
+             task.generate_eval_samples, "an integer >= 0 (0: no em)")
     _require(model.family != "rnn" or adapter.method == "full", "adapter", adapter.name,
              f"model={model.name} is trained from scratch; only adapter=full applies to it")
+    _require(model.family != "rnn" or not model.gradient_checkpointing,
+             "model.gradient_checkpointing", True, f"false for model={model.name} (an LSTM)")
     _require(not (adapter.method == "prefix" and model.gradient_checkpointing),
              "model.gradient_checkpointing", True,
              "false with adapter=prefix (prefix key/values break checkpointed recomputation); "

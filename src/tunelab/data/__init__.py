@@ -2,13 +2,18 @@
 
 from tunelab.data.classification import ClassificationData
 from tunelab.data.datamodule import TuneDataModule
+from tunelab.data.generative import GenerateClassificationData, InstructData, LanguageModelingData
+from tunelab.data.qa import QaData
 from tunelab.data.sources import RawData, load_splits
 
-TASK_DATA = {"classification": ClassificationData}
+TASK_DATA = {"classification": ClassificationData, "instruct": InstructData,
+             "lm": LanguageModelingData, "qa": QaData}
 
 
 def task_data_for(raw: RawData, data, task):
     """Check the raw splits against the task and return its tokenization/collation helper."""
+    if task.kind == "classification" and task.head == "generate":
+        return GenerateClassificationData(raw, data, task)
     return TASK_DATA[task.kind](raw, data, task)
 
 

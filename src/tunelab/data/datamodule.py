@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 import lightning as L
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from tunelab.data.sources import RawData
@@ -49,18 +49,22 @@ class TuneDataModule(L.LightningDataModule):
                 cache_file_name=str(folder / f"{split}.arrow"), load_from_cache_file=True,
                 new_fingerprint=f"{self.cache_key()}-{split}", desc=f"tokenizing {split}")
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.encoded[split], batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=self.task_data.collator(self.tokenizer),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+    def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
+        """A DataLoader whose position and shuffle order travel in Lightning checkpoints, so a
+        run resumed mid-epoch sees exactly the batches the killed run had still to see."""
+        return StatefulDataLoader(self.encoded[split], batch_size=self.batch_size,
+                                  shuffle=shuffle,
+                                  collate_fn=self.task_data.collator(self.tokenizer),
+                                  num_workers=self.num_workers,
+                                  persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("validation", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
 
     @property

@@ -1,5 +1,8 @@
-"""Hardware profiles: Trainer arguments and the global <-> per-device batch."""
+"""Hardware profiles: Trainer arguments, the global <-> per-device batch, and rank launching."""
 
-from tunelab.hardware.profile import per_device_batch, profile_params, trainer_kwargs, world_size
+from tunelab.hardware.launch import distributed_job
+from tunelab.hardware.profile import (accelerator, devices, per_device_batch, precision,
+                                      profile_params, trainer_kwargs, world_size)
 
-__all__ = ["per_device_batch", "profile_params", "trainer_kwargs", "world_size"]
+__all__ = ["accelerator", "devices", "distributed_job", "per_device_batch", "precision",
+           "profile_params", "trainer_kwargs", "world_size"]

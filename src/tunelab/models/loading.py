@@ -12,7 +12,9 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
                           AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
                           AutoTokenizer, PreTrainedTokenizerBase)
 
+from tunelab import adapters
 from tunelab.config import ConfigError
+from tunelab.models import lstm  # noqa: F401 - registers model_type tunelab-lstm with the Auto classes
 
 def auto_class(task: DictConfig, family: str):
     """The transformers class that carries the head this task needs on this model family."""
@@ -75,15 +77,33 @@ def load_model(model: DictConfig, task: DictConfig, labels: list[str] | None,
         return _build(model, task, labels, tokenizer, weights).train()
 
 
+def skeleton(model: DictConfig, task: DictConfig) -> torch.nn.Module:
+    """The task model's module tree on the meta device, from its config alone: no weights are read
+    or allocated, so adapter targets can be checked before anything heavy loads."""
+    if model.pretrained is not None:
+        config = AutoConfig.from_pretrained(resolve(model.pretrained), **_hub_kwargs(model))
+    else:
+        arch = OmegaConf.to_container(model.config, resolve=True)
+        config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    with torch.device("meta"):
+        return auto_class(task, model.family).from_config(config)
+
+
 def _build(model: DictConfig, task: DictConfig, labels: list[str] | None,
            tokenizer: PreTrainedTokenizerBase, weights: str | None) -> torch.nn.Module:
+    if weights is not None and adapters.is_adapter_folder(weights):
+        # An earlier run's adapter: merged into the base, so this run's method starts from it.
+        base = _build(model, task, labels, tokenizer, None)
+        return adapters.merge(adapters.load_weights(base, Path(weights)))
     cls = auto_class(task, model.family)
     head_kwargs = {}
     if labels is not None and cls is AutoModelForSequenceClassification:
         head_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                        "label2id": {name: i for i, name in enumerate(labels)}}
     if weights is not None:
-        net = cls.from_pretrained(weights, **head_kwargs, ignore_mismatched_sizes=True)
+        # our own saved folders are safetensors: never unpickle a .bin found in their place
+        net = cls.from_pretrained(weights, **head_kwargs, ignore_mismatched_sizes=True,
+                                  use_safetensors=True)
     elif model.pretrained is not None:
         net = cls.from_pretrained(resolve(model.pretrained), **_hub_kwargs(model), **head_kwargs)
     else:

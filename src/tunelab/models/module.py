@@ -9,44 +9,80 @@ import torch
 from omegaconf import DictConfig
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from transformers import get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from tunelab.models.generative import GenerativeHead, generative_metrics, is_generative
+from tunelab.models.objective import SelfSupervised
+from tunelab.models.qa_metrics import FEATURE_KEYS, SquadSpans, bind_references, update_spans
 
 
 def task_metrics(task: DictConfig, num_labels: int | None) -> MetricCollection:
     """torchmetrics objects for the task's metrics; values are fractions in [0, 1]."""
+    if is_generative(task):
+        return generative_metrics(task, num_labels)
     if task.kind == "classification":
         return MetricCollection({
             "acc": MulticlassAccuracy(num_classes=num_labels, average="micro"),
             "f1": MulticlassF1Score(num_classes=num_labels, average="macro"),
         })
+    if task.kind == "qa":
+        return MetricCollection({"squad": SquadSpans()})
     raise NotImplementedError(f"metrics for task kind {task.kind}")
 
 
 class TuneModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, task: DictConfig, optim: DictConfig,
-                 objective: DictConfig, num_labels: int | None = None):
+                 objective: DictConfig, num_labels: int | None = None,
+                 tokenizer: PreTrainedTokenizerBase | None = None, family: str = "encoder",
+                 label_names: list[str] | None = None):
         super().__init__()
         self.model, self.task, self.optim, self.objective = model, task, optim, objective
+        self.generative = GenerativeHead(task, tokenizer, family, objective, label_names) \
+            if is_generative(task) else None
+        self.aux = SelfSupervised(tokenizer, family, objective.mlm_probability) \
+            if objective.aux_weight > 0 else None
         self.val_metrics = task_metrics(task, num_labels).clone(prefix="val/")
         self.test_metrics = task_metrics(task, num_labels).clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.monitor = f"val/{task.monitor}"
         self.val_best = MaxMetric() if task.mode == "max" else MinMetric()
+        self.val_best.persistent(True)      # the best so far survives a resume from a checkpoint
         self.last_val_step = -1
 
     def forward(self, **batch):
-        return self.model(**batch)
+        return self.model(**{k: v for k, v in batch.items() if k not in FEATURE_KEYS})
+
+    def setup(self, stage: str) -> None:
+        """QA metrics score answer text, so they take the contexts and gold answers of the data
+        this trainer evaluates."""
+        if self.task.kind == "qa":
+            task_data = self.trainer.datamodule.task_data
+            bind_references(self.val_metrics, task_data, "validation")
+            bind_references(self.test_metrics, task_data, "test")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self(**batch).loss
+        out = self.generative.forward(self.model, batch) if self.generative is not None else \
+            self(**batch, **({"output_hidden_states": True} if self.aux is not None else {}))
+        loss = out.loss
+        if self.aux is not None:
+            aux = self.aux.loss(self.model, batch, out)
+            self.log_dict({"train/task_loss": loss, "train/aux_loss": aux}, on_step=True,
+                          on_epoch=False, sync_dist=True)
+            loss = loss + self.objective.aux_weight * aux
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"train/loss is {loss.item()} at step {self.global_step}: the run diverged "
                 f"(try a lower optim.lr than {self.optim.lr})")
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # sync_dist: under DDP, the mean over the global batch (one scalar all-reduce a step),
+        # as on one device, not rank 0's share of it.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
 
     def _eval_step(self, batch: dict, metrics: MetricCollection, mean: MeanMetric) -> None:
+        if self.generative is not None:
+            return self.generative.eval_step(self.model, batch, metrics, mean)
+        if self.task.kind == "qa":
+            return update_spans(self(**batch), batch, metrics, mean)
         out = self(**batch)
         mean.update(out.loss, weight=batch["labels"].shape[0])
         metrics.update(out.logits.argmax(-1), batch["labels"])

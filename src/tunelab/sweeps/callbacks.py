@@ -1,42 +1,153 @@
-"""Hydra callbacks for multiruns: one sweep id and one parent MLflow run per multirun."""
+"""Hydra callbacks for multiruns: one sweep id and one parent MLflow run per multirun, and a
+summary of failed jobs that works whichever launcher ran them.
+
+Hydra 1.3's BasicSweeper raises the first failed job's error only after the whole batch ran, and
+then never calls `on_multirun_end`. So each job writes its outcome into the shared sweep folder
+from `on_job_end` (which runs in the job's own process: in-process for the basic launcher, in a
+loky worker for joblib), and the main process reads those records either in `on_multirun_end` or,
+when Hydra is exiting on a job's error, from an `atexit` hook.
+"""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import json
+import logging
 import os
+import pickle
+import traceback
 from pathlib import Path
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from mlflow.entities import RunTag
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from tunelab.tracking.params import mask_text
 from tunelab.tracking.store import artifact_root, client_for, experiment_id, tracking_uri
 
 SWEEP_ENV = "TUNELAB_SWEEP_ID"
+STATE_DIR = ".tunelab"          # inside the sweep folder: the sweep id and one record per job
+log = logging.getLogger("tunelab.sweeps")
 
 
 def sweep_id_for(sweep_dir: str) -> str:
-    """The same id for every job of a multirun, from its (shared) sweep folder."""
+    """The sweep id for a job whose launcher did not pass SWEEP_ENV on: the one the sweep's
+    callback wrote into the shared sweep folder, else a hash of that folder."""
+    marker = Path(sweep_dir) / STATE_DIR / "sweep_id"
+    if marker.is_file():
+        return marker.read_text().strip()
     return hashlib.sha1(str(Path(sweep_dir).resolve()).encode()).hexdigest()[:12]
 
 
+def sweep_key(config: DictConfig) -> str:
+    """What makes two invocations the same multirun: its task overrides, the sweeper's own params
+    (presets and searches put their sweep there) and the experiment. Rerunning a killed sweep thus
+    rejoins its parent run, so one parent holds every run of the sweep however often it resumed."""
+    params = config.hydra.sweeper.get("params") or {}
+    spec = {"overrides": sorted(config.hydra.overrides.task),
+            "params": OmegaConf.to_container(params) if isinstance(params, DictConfig) else params,
+            "experiment": config.tracking.experiment}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def picklable(error: BaseException) -> BaseException:
+    """`error`, or a RuntimeError with its text when it cannot make the trip back from a joblib
+    worker: an exception whose __init__ takes other arguments than its message fails to unpickle,
+    and loky then breaks the whole pool, killing the jobs still running."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return RuntimeError(f"{type(error).__name__}: {error}\n{text}")
+
+
+def job_records(sweep_dir: Path) -> list[dict]:
+    """Outcomes the jobs of this invocation wrote, in job order."""
+    found = [json.loads(p.read_text()) for p in (sweep_dir / STATE_DIR / "jobs").glob("*.json")]
+    return sorted(found, key=lambda r: r["num"])
+
+
 class SweepCallback(Callback):
-    """Creates the parent run at multirun start; jobs (any launcher) find it by sweep id."""
+    """Creates (or rejoins) the parent run at multirun start; jobs find it by sweep id; the end of
+    the multirun closes it and names every failed job."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        sweep_id = sweep_id_for(config.hydra.sweep.dir)
+        sweep_id = sweep_key(config)
         os.environ[SWEEP_ENV] = sweep_id
-        uri = tracking_uri(config.tracking.uri, config.paths.mlruns_dir)
-        client = client_for(uri)
-        exp = experiment_id(client, config.tracking.experiment,
-                            artifact_root(uri, config.paths.mlruns_dir))
-        overrides = " ".join(config.hydra.overrides.task)
-        run = client.create_run(exp, run_name=f"sweep-{sweep_id}", tags={
-            "tunelab.run_kind": "sweep", "tunelab.sweep_id": sweep_id,
-            "tunelab.overrides": overrides, "tunelab.sweep_dir": str(config.hydra.sweep.dir)})
-        self._client, self._run_id = client, run.info.run_id
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        (sweep_dir / STATE_DIR / "jobs").mkdir(parents=True, exist_ok=True)
+        (sweep_dir / STATE_DIR / "sweep_id").write_text(sweep_id)
+        self._uri = tracking_uri(config.tracking.uri, config.paths.mlruns_dir)
+        client = client_for(self._uri)
+        self._exp = experiment_id(client, config.tracking.experiment,
+                                  artifact_root(self._uri, config.paths.mlruns_dir))
+        tags = {"tunelab.run_kind": "sweep", "tunelab.sweep_id": sweep_id,
+                "tunelab.overrides": mask_text(" ".join(config.hydra.overrides.task)),
+                "tunelab.sweep_dir": str(sweep_dir), "tunelab.sweep_status": "running"}
+        earlier = client.search_runs([self._exp], f"tags.`tunelab.sweep_id` = '{sweep_id}' and "
+                                                  "tags.`tunelab.run_kind` = 'sweep'",
+                                     order_by=["attributes.start_time ASC"], max_results=1)
+        if earlier:
+            self._run_id = earlier[0].info.run_id
+            client.update_run(self._run_id, status="RUNNING")
+            client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            log.info("sweep %s: rejoining parent run %s", sweep_id, self._run_id)
+        else:
+            self._run_id = client.create_run(self._exp, run_name=f"sweep-{sweep_id}",
+                                             tags=tags).info.run_id
+        self._sweep_id, self._sweep_dir, self._closed = sweep_id, sweep_dir, False
+        atexit.register(self._close_after_error)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        # the failed job's exception; reading `.return_value` would raise and print it again
+        error = job_return._return_value if job_return.status == JobStatus.FAILED else None
+        if error is not None:
+            job_return._return_value = picklable(error)
+        record = {"num": int(config.hydra.job.num), "overrides": list(job_return.overrides or []),
+                  "status": job_return.status.name,
+                  "error": None if error is None else f"{type(error).__name__}: {error}"[:500]}
+        folder = Path(str(config.hydra.sweep.dir)) / STATE_DIR / "jobs"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{record['num']}.json").write_text(json.dumps(record))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if getattr(self, "_run_id", None):
-            self._client.log_batch(self._run_id, tags=[RunTag("tunelab.sweep_status", "done")])
-            self._client.set_terminated(self._run_id, "FINISHED")
+        if getattr(self, "_run_id", None) and self._close(stopped=False):
+            raise SystemExit(1)
+
+    def _close_after_error(self) -> None:
+        """Hydra is exiting on a job's error (or an interrupt): on_multirun_end never ran."""
+        if not self._closed:
+            self._close(stopped=True)
+
+    def _close(self, stopped: bool) -> bool:
+        """Print the summary, close the parent run; True when a job failed."""
+        self._closed = True
+        records = job_records(self._sweep_dir)
+        failed = [r for r in records if r["status"] == "FAILED"]
+        client = client_for(self._uri)
+        unfinished = client.search_runs(
+            [self._exp], f"tags.`tunelab.sweep_id` = '{self._sweep_id}' and "
+                         "tags.`tunelab.run_kind` = 'train' and attributes.status != 'FINISHED'")
+        status = "FAILED" if failed or (unfinished and not stopped) else \
+            "KILLED" if stopped else "FINISHED"
+        log.info("sweep %s: %d jobs ran, %d failed", self._sweep_id, len(records), len(failed))
+        if failed or unfinished:
+            lines = [f"  job {r['num']}: {' '.join(r['overrides'])}\n    {r['error']}"
+                     for r in failed]
+            named = {" ".join(r["overrides"]) for r in failed}
+            lines += [f"  run {r.info.run_name} ({r.info.run_id}): {r.info.status}"
+                      for r in unfinished if r.data.tags.get("tunelab.overrides") not in named]
+            log.error("sweep %s: these jobs failed (rerun the same command to retry only "
+                      "them):\n%s", self._sweep_id, "\n".join(lines))
+        tags = [RunTag("tunelab.sweep_status", status.lower())]
+        if failed:
+            tags.append(RunTag("tunelab.failed_jobs", ",".join(str(r["num"]) for r in failed)))
+        client.log_batch(self._run_id, tags=tags)
+        client.set_terminated(self._run_id, status)
+        return bool(failed or unfinished)

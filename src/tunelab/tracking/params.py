@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from typing import Any
 
@@ -22,9 +23,22 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
+def secret_env_values() -> list[str]:
+    """Values of environment variables named like secrets (HF_TOKEN, WANDB_API_KEY, ...), longest
+    first: masked wherever they appear, since paths and exception messages can carry them."""
+    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
+    return sorted(values, key=len, reverse=True)
+
+
+def _mask_values(text: str) -> str:
+    for value in secret_env_values():
+        text = text.replace(value, MASK)
+    return _SECRET_VALUE.sub(MASK, text)
+
+
 def mask_text(text: str) -> str:
     """Mask secret-looking values and `name=value` pairs whose name looks like a secret."""
-    text = _SECRET_VALUE.sub(MASK, text)
+    text = _mask_values(text)
     return re.sub(r"([\w.\-]+)(\s*[=:]\s*)(\S+)",
                   lambda m: f"{m[1]}{m[2]}{MASK}" if is_secret_name(m[1]) else m[0], text)
 
@@ -38,7 +52,7 @@ def masked(value: Any, name: str = "") -> Any:
     if isinstance(value, list):
         return [masked(v, name) for v in value]
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(MASK, value)
+        return _mask_values(value)
     return value
 
 

@@ -8,6 +8,7 @@ import time
 from functools import lru_cache
 
 import lightning as L
+import psutil
 import torch
 
 WARMUP_BATCHES = 3
@@ -34,6 +35,11 @@ def peak_flops(device: torch.device) -> float | None:
     return cpu_peak_flops()
 
 
+def process_start_time() -> float:
+    """When this process started (Unix time), so start-up cost counts imports and loading too."""
+    return psutil.Process().create_time()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -54,7 +60,8 @@ class CostMeter(L.Callback):
         self.samples = self.tokens = 0
         self.seen = 0
         self.t_measure = self.t_fit = None
-        self.fit_seconds = 0.0
+        self.fit_seconds = self.startup_seconds = 0.0
+        self.eval_samples, self.t_eval = 0, 0.0
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.t_fit = time.perf_counter()
@@ -70,6 +77,8 @@ class CostMeter(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen += 1
+        if self.seen == 1:
+            self.startup_seconds = time.time() - process_start_time()
         if self.seen > WARMUP_BATCHES:
             mask = batch.get("attention_mask")
             ids = batch["input_ids"]
@@ -79,6 +88,7 @@ class CostMeter(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self.fit_seconds = time.perf_counter() - self.t_fit
         metrics = {"time/fit_seconds": self.fit_seconds,
+                   "time/startup_seconds": self.startup_seconds,
                    "perf/peak_mem_mb": peak_memory_mb(pl_module.device)}
         if self.t_measure is not None and self.samples:
             elapsed = time.perf_counter() - self.t_measure
@@ -95,3 +105,16 @@ class CostMeter(L.Callback):
                 metrics["perf/mfu"] = per_token * tokens / elapsed / (peak * world)
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self.eval_samples, self.t_eval = 0, time.perf_counter()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                          dataloader_idx=0) -> None:
+        self.eval_samples += batch["input_ids"].shape[0]
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        elapsed = time.perf_counter() - self.t_eval
+        if trainer.logger is not None and self.eval_samples:
+            trainer.logger.log_metrics({"perf/eval_samples_per_sec": self.eval_samples / elapsed},
+                                       step=trainer.global_step)

@@ -53,8 +53,10 @@ def git_commit() -> str | None:
 
 
 def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and \
-        int(os.environ.get("NODE_RANK", "0")) == 0
+    """Rank 0 unless a launcher says otherwise: torchrun (RANK), Lightning's launcher (LOCAL_RANK,
+    NODE_RANK) or Slurm/submitit, which sets only SLURM_PROCID on each task."""
+    return all(int(os.environ.get(key, "0")) == 0
+               for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def default_run_name(cfg: DictConfig) -> str:
@@ -73,6 +75,8 @@ class TrackedRun:
     status: str = "new"                 # new | resumed | skipped
     plain: dict = field(default_factory=dict)
     config_hash: str = ""
+    run_kind: str = "train"             # train | reproduce: only train runs are found by hash
+    source_run: str | None = None       # the run a reproduce re-runs (tag tunelab.source_run)
 
     def __post_init__(self) -> None:
         self.plain = P.plain_config(self.cfg)
@@ -95,7 +99,8 @@ class TrackedRun:
         previous = self.client.search_runs(
             [exp], f"tags.`tunelab.config_hash` = '{self.config_hash}' "
                    "and tags.`tunelab.run_kind` = 'train'",
-            order_by=["attributes.start_time DESC"], max_results=1)
+            order_by=["attributes.start_time DESC"], max_results=1) \
+            if self.run_kind == "train" else []
         if previous and previous[0].info.status == "FINISHED" and \
                 self.cfg.tracking.on_finished == "skip":
             self.run_id, self.status = previous[0].info.run_id, "skipped"
@@ -107,8 +112,9 @@ class TrackedRun:
             if "tunelab.error" in previous[0].data.tags:
                 self.client.delete_tag(self.run_id, "tunelab.error")
             return self
-        run = self.client.create_run(exp, run_name=self.cfg.tracking.run_name or
-                                     default_run_name(self.cfg), tags=self._tags(exp))
+        run = self.client.create_run(exp, run_name=P.mask_text(self.cfg.tracking.run_name or
+                                                               default_run_name(self.cfg)),
+                                     tags=self._tags(exp))
         self.run_id = run.info.run_id
         self._log_config()
         return self
@@ -119,13 +125,15 @@ class TrackedRun:
         return runs[0].info.run_id if runs else None
 
     def _tags(self, exp: str) -> dict[str, str]:
-        tags = {"tunelab.run_kind": "train", "tunelab.config_hash": self.config_hash,
+        tags = {"tunelab.run_kind": self.run_kind, "tunelab.config_hash": self.config_hash,
                 "tunelab.overrides": P.mask_text(" ".join(self.overrides)),
-                "tunelab.checkpoint_dir": str(self.checkpoint_dir),
+                "tunelab.checkpoint_dir": P.mask_text(str(self.checkpoint_dir)),
                 **{f"tunelab.version.{k}": v for k, v in package_versions().items()}}
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
+        if self.source_run:
+            tags["tunelab.source_run"] = self.source_run
         if self.sweep_id:
             tags["tunelab.sweep_id"] = self.sweep_id
             parent = self._parent_run(exp)
@@ -137,7 +145,8 @@ class TrackedRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _log_config(self) -> None:
-        params = [Param(k, v) for k, v in P.flatten(self.plain).items()]
+        params = [Param(k, v) for k, v in P.flatten(self.plain).items()
+                  if self.run_kind == "train"]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start:start + 100])
         self.client.log_text(self.run_id, yaml.safe_dump(self.plain, sort_keys=False),
@@ -168,11 +177,14 @@ class TrackedRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         if self.active:
-            self.client.log_batch(self.run_id, metrics=[
-                Metric(k, float(v), int(time.time() * 1000), step) for k, v in metrics.items()])
+            done = self.logger().logged_steps   # a resumed run does not record a step twice
+            batch = [Metric(k, float(v), int(time.time() * 1000), step)
+                     for k, v in metrics.items() if step > done.get(k, -1)]
+            if batch:
+                self.client.log_batch(self.run_id, metrics=batch)
 
     def log_params(self, params: dict[str, object]) -> None:
-        if self.active and self.status != "resumed":
+        if self.active and self.status != "resumed" and self.run_kind == "train":
             self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def log_dict(self, data: dict, path: str) -> None:
@@ -189,7 +201,8 @@ class TrackedRun:
         `path` is the Hub id or the `datasets` builder that read `data_files`."""
         if not self.active or self.status == "resumed":
             return
-        source = HuggingFaceDatasetSource(path=path, data_files=data_files, split=context)
+        source = HuggingFaceDatasetSource(path=P.mask_text(path), split=context,
+                                          data_files=data_files and P.mask_text(data_files))
         entry = mlflow.data.from_huggingface(dataset, source=source, digest=digest[:36],
                                              name=f"{self.cfg.task.name}-{context}")
         tags = [mlflow.entities.InputTag("mlflow.data.context", context)]
@@ -213,6 +226,10 @@ class TrackedRun:
         if exc is None:
             self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
         else:
+            if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+                # Lightning turns Ctrl-C into sys.exit(1): the run was killed, not failed
+                exc = exc.__context__
+                exc_type, tb = KeyboardInterrupt, exc.__traceback__
             killed = isinstance(exc, KeyboardInterrupt)
             error = P.mask_text("".join(traceback.format_exception(exc_type, exc, tb)))
             self._tag({"tunelab.error": P.mask_text(f"{exc_type.__name__}: {exc}")[:4900]})

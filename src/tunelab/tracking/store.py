@@ -1,12 +1,26 @@
-"""Which MLflow store a run goes to, and safe creation of experiments in it."""
+"""Which MLflow store a run goes to, and safe use of the embedded SQLite store by many processes.
+
+Parallel jobs (joblib workers, several sweeps at once) share one SQLite file. MLflow already sets a
+20 s busy timeout per session, but SQLite still answers "database is locked" at once when a reading
+transaction needs to become a writing one while another process writes, and the first writers race
+to create the schema and the experiment. So the embedded store runs in WAL mode (readers never
+block the writer), and every client tunelab hands out retries lock errors with backoff.
+"""
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 import time
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
+
+LOCK_RETRIES = 12
 
 
 def tracking_uri(uri: str | None, mlruns_dir: str = "mlruns") -> str:
@@ -26,15 +40,57 @@ def artifact_root(uri: str, mlruns_dir: str = "mlruns") -> str | None:
     return None
 
 
+def is_lock_error(err: Exception) -> bool:
+    text = str(err).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _retry_locked(method: Callable) -> Callable:
+    """`method`, retried with backoff while SQLite reports a lock (its transaction rolled back,
+    so a retry writes nothing twice)."""
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return method(*args, **kwargs)
+            except (MlflowException, SQLAlchemyError) as err:
+                if not is_lock_error(err) or attempt == LOCK_RETRIES - 1:
+                    raise
+                time.sleep(min(0.1 * 2 ** attempt, 3.0))
+        raise AssertionError("unreachable")
+    return call
+
+
+class StoreClient(MlflowClient):
+    """An MlflowClient whose store calls survive other processes writing the same SQLite file."""
+
+
+for _name in ("create_experiment", "get_experiment_by_name", "search_experiments", "create_run",
+              "get_run", "search_runs", "get_metric_history", "update_run", "set_terminated",
+              "log_batch", "log_inputs", "set_tag", "delete_tag"):
+    setattr(StoreClient, _name, _retry_locked(getattr(MlflowClient, _name)))
+
+
+def _use_wal(uri: str) -> None:
+    """Switch the embedded SQLite file to write-ahead logging (persistent, so once per file is
+    enough; a no-op when already on). Local disks only, which the embedded store is meant for."""
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
 def client_for(uri: str) -> MlflowClient:
     """A client whose store exists: parallel first writers race to create the SQLite schema."""
-    for attempt in range(5):
+    for attempt in range(8):
         try:
-            client = MlflowClient(uri)
+            if uri.startswith("sqlite:///"):
+                _use_wal(uri)
+            client = StoreClient(uri)
             client.search_experiments(max_results=1)
             return client
-        except MlflowException:
-            if attempt == 4:
+        except (MlflowException, SQLAlchemyError, sqlite3.OperationalError):
+            if attempt == 7:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")

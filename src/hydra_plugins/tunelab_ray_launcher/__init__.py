@@ -1,0 +1,1 @@
+"""tunelab's Hydra launcher for Ray (`+launcher=ray`); see ray_launcher."""

@@ -1,0 +1,84 @@
+"""`tunelab-compare`: an experiment's training runs in, a report (files + an MLflow run) out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from tunelab.compare.report import Comparison, compare, write_report
+from tunelab.compare.runs import (CompareError, check_store, default_metric,
+                                  default_tracking_uri, load_runs, resolve_experiment,
+                                  with_metric)
+
+DEFAULT_BASELINE = "full"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tunelab-compare",
+        description="Compare an experiment's FINISHED training runs: tables of mean ± std over "
+                    "seeds, paired differences against a baseline adapter with bootstrap CIs, "
+                    "Pareto frontiers and learning curves, written as Markdown + HTML + PNG and "
+                    "logged to MLflow as a run tagged tunelab.run_kind=compare.")
+    p.add_argument("--experiment", help="experiment name (default: the experiment of the most "
+                                        "recent training run in the store)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store "
+                                          "sqlite:///./mlruns/mlflow.db)")
+    p.add_argument("--metric", help="task metric key (default: val/<task.monitor> of the runs)")
+    p.add_argument("--out", type=Path, help="report folder (default: reports/<experiment>)")
+    p.add_argument("--baseline", help=f"adapter the others are paired against "
+                                      f"(default: {DEFAULT_BASELINE})")
+    return p
+
+
+def log_comparison(c: Comparison, experiment_id: str, out: Path) -> str:
+    """Record the report as the artifacts of a `compare` run beside the runs it compares."""
+    client = MlflowClient()
+    run = client.create_run(experiment_id, run_name=f"compare-{c.metric.replace('/', '-')}",
+                            tags={"tunelab.run_kind": "compare", "tunelab.compare.metric": c.metric,
+                                  "tunelab.compare.baseline": c.baseline})
+    run_id = run.info.run_id
+    for key, value in {"metric": c.metric, "baseline": c.baseline, "runs": len(c.tidy),
+                       "excluded": sum(c.runs.excluded.values())}.items():
+        client.log_param(run_id, key, value)
+    client.log_artifacts(run_id, str(out), "report")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def run(args: argparse.Namespace) -> tuple[Path, str]:
+    uri = args.tracking_uri or default_tracking_uri()
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = resolve_experiment(args.experiment)
+    runs = load_runs(experiment)
+    metric = args.metric or default_metric(runs)
+    runs = with_metric(runs, metric)
+    baseline = args.baseline or DEFAULT_BASELINE
+    adapters = set(runs.runs["params.adapter.name"])
+    if args.baseline and baseline not in adapters:
+        raise CompareError(f"no run of baseline adapter {baseline!r}; adapters: "
+                           f"{', '.join(sorted(adapters))}")
+    comparison = compare(runs, metric, baseline)
+    out = args.out or Path("reports") / experiment.name
+    report = write_report(comparison, out)
+    return report, log_comparison(comparison, experiment.experiment_id, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        report, run_id = run(args)
+    except CompareError as err:
+        p.exit(2, f"tunelab-compare: error: {err}\n")
+    print(f"report: {report} (and {report.with_suffix('.html')}); MLflow compare run {run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

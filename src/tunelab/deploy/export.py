@@ -1,0 +1,166 @@
+"""`tunelab-export`: a training run's weights as a deployable MLflow Model, optionally registered.
+
+The model is an MLflow LoggedModel in the run's experiment whose `source_run_id` is the training
+run, so MLflow itself records the lineage while the training run's record stays untouched (no
+new run kind is needed). Its artifacts are the run's config and labels plus either a merged
+transformers folder (default: PEFT deltas folded into the base, nothing to rebuild at load) or
+the run's adapter folder (`--no-merge`: the base is rebuilt at load from where the run got it).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus, Run
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from tunelab import adapters
+from tunelab.deploy.classifier import TextClassifier, build_net, load_trained_tokenizer
+from tunelab.deploy.pyfunc import TunelabTextClassifier
+from tunelab.deploy.runs import DeployError, TrainedRun
+
+log = logging.getLogger("tunelab")
+
+REQUIREMENTS = ("tunelab", "torch", "transformers", "peft", "mlflow", "omegaconf", "pandas")
+EXAMPLE_TEXTS = ("an example sentence to classify", "another example, to show a batch")
+
+
+@dataclass
+class Exported:
+    model_uri: str                  # models:/<model id> of the LoggedModel
+    model_id: str
+    source_run: str
+    merged: bool
+    registered_uri: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """What to serve or predict with: the registry alias/version when registered."""
+        return self.registered_uri or self.model_uri
+
+
+def lineage_tags(trained: TrainedRun, merged: bool) -> dict[str, str]:
+    cfg, tags = trained.cfg, trained.run.data.tags
+    return {"tunelab.source_run": trained.run_id,
+            "tunelab.config_hash": tags.get("tunelab.config_hash", ""),
+            "tunelab.merged": str(merged).lower(),
+            "tunelab.model": str(cfg.model.name), "tunelab.adapter": str(cfg.adapter.name),
+            "tunelab.task": str(cfg.task.name),
+            "tunelab.base": str(cfg.model.pretrained or
+                                f"{cfg.model.name} config, seed {cfg.seed}")}
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def _weights_to_log(trained: TrainedRun, merge: bool, folder: Path) -> tuple[Path, TextClassifier]:
+    """The weights folder the model will carry, and the classifier it loads as (for the example)."""
+    tokenizer = load_trained_tokenizer(trained.weights)
+    net = build_net(trained.cfg, trained.labels, trained.weights, tokenizer)
+    if not merge or not trained.is_adapter:
+        if not trained.is_adapter:
+            log.info("run %s saved the whole model (adapter=%s): nothing to merge",
+                     trained.run_id, trained.cfg.adapter.name)
+        return trained.weights, TextClassifier(net, tokenizer, trained.labels,
+                                               trained.cfg.data.max_length)
+    try:
+        merged = adapters.merge(net)
+    except ValueError as err:
+        raise DeployError(f"run {trained.run_id} (adapter={trained.cfg.adapter.name}) cannot be "
+                          f"merged: {err} (tunelab-export --no-merge does that: the adapter "
+                          "on its recorded base)") from None
+    merged.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder, TextClassifier(merged, tokenizer, trained.labels, trained.cfg.data.max_length)
+
+
+def _example(trained: TrainedRun) -> pd.DataFrame:
+    columns = {trained.cfg.data.text_column: list(EXAMPLE_TEXTS)}
+    if trained.cfg.data.text_pair_column:
+        columns[trained.cfg.data.text_pair_column] = list(EXAMPLE_TEXTS[::-1])
+    return pd.DataFrame(columns)
+
+
+def log_model(client: MlflowClient, run: Run, merge: bool) -> Exported:
+    """Log the run's model as a READY LoggedModel; a failure leaves it FAILED, never half-READY."""
+    with tempfile.TemporaryDirectory(prefix="tunelab-export-") as tmp:
+        trained = TrainedRun.fetch(client, run, Path(tmp))
+        weights, classifier = _weights_to_log(trained, merge, Path(tmp) / "merged" / "weights")
+        merged = merge and trained.is_adapter
+        example = _example(trained)
+        pair = trained.cfg.data.text_pair_column
+        output = classifier.predict(example[trained.cfg.data.text_column].tolist(),
+                                    example[pair].tolist() if pair else None)
+        model = mlflow.initialize_logged_model(
+            name=f"{run.info.run_name or run.info.run_id}{'-merged' if merged else ''}",
+            source_run_id=run.info.run_id, experiment_id=run.info.experiment_id,
+            tags=lineage_tags(trained, merged), model_type="text-classification")
+        try:
+            mlflow.pyfunc.log_model(
+                name=model.name, model_id=model.model_id, python_model=TunelabTextClassifier(),
+                artifacts={"weights": str(weights),
+                           "config": str(trained.config_file),
+                           "labels": str(trained.labels_file)},
+                signature=infer_signature(example, output), input_example=example,
+                pip_requirements=_requirements())
+        except BaseException:
+            mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return Exported(f"models:/{model.model_id}", model.model_id, run.info.run_id, merged)
+
+
+def register(client: MlflowClient, exported: Exported, name: str, alias: str | None,
+             tags: dict[str, str]) -> str:
+    """Register the model as a new version of `name` (tagged with its lineage) under `alias`;
+    any failure removes what this call created, so nothing is left half-registered."""
+    try:
+        client.get_registered_model(name)
+        created = False
+    except MlflowException:
+        created = True
+    made = None
+    try:
+        made = mlflow.register_model(exported.model_uri, name, tags=tags)
+        if alias:
+            client.set_registered_model_alias(name, alias, made.version)
+    except MlflowException as err:
+        if made is not None:
+            client.delete_model_version(name, made.version)
+        if created:
+            try:
+                client.delete_registered_model(name)
+            except MlflowException:
+                pass    # the failure came before the registered model existed
+        what = f"{name!r}" + (f" with alias {alias!r}" if alias else "")
+        raise DeployError(f"could not register {exported.model_uri} as {what}: {err.message} "
+                          "(the model stays logged, unregistered)") from None
+    return f"models:/{name}@{alias}" if alias else f"models:/{name}/{made.version}"
+
+
+def export(client: MlflowClient, run: Run, merge: bool = True, register_as: str | None = None,
+           alias: str | None = None) -> Exported:
+    """Log the run's model and, with `register_as`, register it under `alias`."""
+    if alias and not register_as:
+        raise DeployError("--alias names a registry alias; give --register NAME with it")
+    exported = log_model(client, run, merge)
+    if register_as:
+        tags = client.get_logged_model(exported.model_id).tags
+        lineage = {k: v for k, v in tags.items() if k.startswith("tunelab.")}
+        exported.registered_uri = register(client, exported, register_as, alias, lineage)
+    return exported

@@ -1,0 +1,89 @@
+"""`tunelab-predict`: predictions from a logged or registered MLflow Model, from texts on the
+command line or a CSV/TSV/JSONL/JSON/Parquet file, to a file of the same kinds or JSONL on stdout.
+
+Output rows are the input columns followed by the model's outputs (`label`, `score`); an input
+column that shares an output's name is kept as `<name>_input`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
+
+from tunelab.deploy.runs import DeployError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def read_table(path: str) -> pd.DataFrame:
+    file = Path(path).expanduser()
+    suffix = file.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DeployError(f"--input-file {path}: not one of {list(TABLE_SUFFIXES)}")
+    if not file.is_file():
+        raise DeployError(f"--input-file {path}: no such file (relative to {Path.cwd()})")
+    try:
+        if suffix in (".csv", ".tsv"):
+            return pd.read_csv(file, sep="\t" if suffix == ".tsv" else ",")
+        if suffix == ".parquet":
+            return pd.read_parquet(file)
+        return pd.read_json(file, lines=suffix == ".jsonl", dtype=False)
+    except ValueError as err:
+        raise DeployError(f"--input-file {path}: not a readable {suffix} table ({err})") from None
+
+
+def write_table(frame: pd.DataFrame, path: str | None, stdout: TextIO = sys.stdout) -> None:
+    """To `path` in the format its suffix names, or JSON lines on stdout."""
+    if path is None:
+        stdout.write(frame.to_json(orient="records", lines=True, force_ascii=False))
+        return
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DeployError(f"--output-file {path}: not one of {list(TABLE_SUFFIXES)}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".csv", ".tsv"):
+        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=suffix == ".jsonl", force_ascii=False)
+
+
+def load(model_uri: str) -> PyFuncModel:
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as err:
+        message = err.message if isinstance(err, MlflowException) else str(err)
+        raise DeployError(f"cannot load model {model_uri!r}: {message}") from None
+
+
+def input_names(model: PyFuncModel) -> tuple[list[str], list[str]]:
+    """All and required input columns of the model's signature."""
+    schema = model.metadata.get_input_schema()
+    return schema.input_names(), schema.required_input_names()
+
+
+def frame_for_texts(model: PyFuncModel, texts: list[str]) -> pd.DataFrame:
+    names, required = input_names(model)
+    if len(required) > 1:
+        raise DeployError(f"the model takes columns {required}; give them in --input-file")
+    return pd.DataFrame({names[0]: texts})
+
+
+def predict_frame(model: PyFuncModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """The input rows with the model's outputs appended."""
+    names, required = input_names(model)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DeployError(f"the input lacks the column(s) {missing} the model takes; it has "
+                          f"{list(frame.columns)}")
+    outputs = pd.DataFrame(model.predict(frame[[c for c in names if c in frame.columns]]))
+    kept = frame.reset_index(drop=True).rename(
+        columns={c: f"{c}_input" for c in frame.columns if c in outputs.columns})
+    return pd.concat([kept, outputs.reset_index(drop=True)], axis=1)

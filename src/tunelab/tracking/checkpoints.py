@@ -1,0 +1,73 @@
+"""Resume points: small Lightning checkpoints every `trainer.checkpoint_every_n_steps`, and a
+resumed run that continues exactly where the killed one stopped.
+
+A checkpoint holds what resume needs and nothing it can rebuild: for PEFT methods the frozen
+base is recreated bit for bit from the recorded config and seed (`models.load_model` draws fresh
+weights from the seed alone), so only the trainable parameters, buffers, optimizer, scheduler,
+loop and dataloader state are written. Mid-epoch resume is exact because the train dataloader is
+stateful (its sampler position travels in the checkpoint) and every training batch draws its
+dropout masks from a seed of (seed, epoch, batch) instead of a global stream that validation and
+dataloader creation also consume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+
+class TrainableStateOnly(Callback):
+    """Drops frozen parameters from the checkpoint's state_dict and lets the module load the
+    remainder non-strictly, so a LoRA checkpoint is kilobytes, not the whole base."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.strict_loading = False
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        frozen = frozen_parameter_names(pl_module)
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if k not in frozen}
+
+
+class StepSeed(Callback):
+    """Seeds torch before each training batch from (seed, epoch, batch index).
+
+    Dropout then depends on the position in training alone: a resumed run draws the same masks
+    as an uninterrupted one, although it created its dataloaders at a different moment."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        torch.manual_seed(batch_seed(self.seed, trainer.current_epoch, batch_idx))
+
+
+def batch_seed(seed: int, epoch: int, batch_idx: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{epoch}/{batch_idx}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def frozen_parameter_names(module: torch.nn.Module) -> set[str]:
+    """State-dict keys of parameters that do not train (tied names included)."""
+    return {name for name, param in module.named_parameters(remove_duplicate=False)
+            if not param.requires_grad}
+
+
+def resume_callbacks(folder: Path, every_n_steps: int, seed: int) -> list[Callback]:
+    """`last.ckpt` in `folder` every `every_n_steps` optimizer steps, small and exactly resumable
+    (save_top_k=0: one file, rewritten atomically by Lightning, is all resume reads)."""
+    latest = ModelCheckpoint(dirpath=folder, every_n_train_steps=every_n_steps, save_last=True,
+                             save_top_k=0)
+    return [latest, TrainableStateOnly(), StepSeed(seed)]
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    path = Path(folder) / "last.ckpt"
+    return path if path.is_file() else None

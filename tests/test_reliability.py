@@ -1,0 +1,153 @@
+"""Real training processes killed, interrupted and re-run: resume into the same MLflow run with the
+same numbers, Ctrl-C ends KILLED, a bad group option fails fast, and `tunelab-reproduce`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tests.conftest import TINY, run_cli, train_runs
+from tunelab.reproduce import compare
+from tunelab.train import train
+
+# 30 batches an epoch, a checkpoint every 25 steps: every resume point (25, 50, 75) is mid-epoch,
+# and a resumed run still crosses epoch boundaries (30, 60) with their validations.
+RESUMABLE = [*TINY, "data.synthetic.train_size=960", "trainer.max_steps=80",
+             "trainer.checkpoint_every_n_steps=25"]
+BATCHES_PER_EPOCH = 30
+EXACT = 1e-6    # metrics go through MLflow as float64 of float32 values: equal runs are equal here
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """A console script as a user starts it, its output in cwd/<script>.log (no pipe to fill)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    log = open(cwd / f"{args[0]}.log", "ab")
+    exe = Path(sys.executable).parent / args[0]
+    return subprocess.Popen([str(exe), *args[1:]], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, cwd: Path, timeout: float = 600) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(cwd.glob("checkpoints/*/last.ckpt"))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    log = (cwd / "tunelab-train.log").read_text()[-3000:]
+    pytest.fail(f"no checkpoint appeared (exit {proc.returncode}):\n{log}")
+
+
+def store(cwd: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+
+
+def test_sigkill_mid_epoch_resumes_into_the_same_run_with_the_same_metrics(tiny_cfg, client,
+                                                                          tmp_path):
+    overrides = [*RESUMABLE, "adapter=lora"]
+    train(tiny_cfg(*overrides[len(TINY):]))
+    [reference] = train_runs(client)
+
+    cwd = tmp_path / "cli"
+    proc = start(["tunelab-train", *overrides], cwd)
+    ckpt_path = wait_for_checkpoint(proc, cwd)
+    time.sleep(0.5)         # let it run on past the checkpoint: those steps are replayed
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    [killed] = train_runs(store(cwd))
+    assert killed.info.status == "RUNNING", "SIGKILL leaves the run abandoned"
+
+    ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] % BATCHES_PER_EPOCH != 0, "the resume point is mid-epoch"
+    saved = set(ckpt["state_dict"])
+    assert saved and all("lora_" in k or "classifier" in k or "val_best" in k for k in saved), \
+        sorted(saved)[:10]
+    base_bytes = 4 * reference.data.metrics["params/total"]
+    lora_ckpt = ckpt_path.stat().st_size
+    assert lora_ckpt < 0.1 * base_bytes, "a LoRA checkpoint holds the adapter, not the base"
+
+    again = run_cli(["tunelab-train", *overrides], cwd=cwd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    [run] = train_runs(store(cwd))
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags["tunelab.resumed"] == "true"
+    assert not ckpt_path.parent.exists(), "checkpoints go once the run has finished"
+    for key in run.data.metrics:
+        steps = [m.step for m in store(cwd).get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)), f"{key} recorded a step twice: {steps}"
+    for key in ("train/loss", "val/loss", "val/acc"):
+        resumed = [(m.step, m.value) for m in
+                   store(cwd).get_metric_history(run.info.run_id, key)]
+        uninterrupted = [(m.step, m.value) for m in
+                         client.get_metric_history(reference.info.run_id, key)]
+        assert [s for s, _ in sorted(resumed)] == [s for s, _ in sorted(uninterrupted)], key
+        assert [v for _, v in sorted(resumed)] == \
+            pytest.approx([v for _, v in sorted(uninterrupted)], abs=EXACT), key
+    for key, value in reference.data.metrics.items():
+        if key.startswith(("train/", "val/", "test/", "params/")):
+            assert run.data.metrics[key] == pytest.approx(value, abs=EXACT), key
+
+
+def test_ctrl_c_ends_the_run_killed_with_a_nonzero_exit(tmp_path):
+    cwd = tmp_path / "cli"
+    proc = start(["tunelab-train", *RESUMABLE, "adapter=full", "trainer.max_steps=2000"], cwd)
+    ckpt_path = wait_for_checkpoint(proc, cwd)
+    full_ckpt = ckpt_path.stat().st_size
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) != 0, "Ctrl-C exits non-zero"
+    [run] = train_runs(store(cwd))
+    assert run.info.status == "KILLED"
+    assert run.data.tags["tunelab.error"].startswith("KeyboardInterrupt")
+    artifacts = {a.path for a in store(cwd).list_artifacts(run.info.run_id)}
+    assert "error.txt" in artifacts
+    base_bytes = 4 * run.data.metrics["params/total"]
+    assert full_ckpt > 2.5 * base_bytes, "full fine-tuning resumes weights and both Adam moments"
+
+
+def test_unknown_group_option_from_the_shell_lists_the_options(tmp_path):
+    start_time = time.perf_counter()
+    proc = run_cli(["tunelab-train", "adapter=loraa"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "adapter/loraa" in proc.stderr
+    for option in ("full", "lora"):
+        assert f"\t{option}\n" in proc.stderr, proc.stderr[-2000:]
+    assert time.perf_counter() - start_time < 120
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists(), "nothing is recorded"
+
+
+def test_reproduce_reruns_a_run_from_its_record_and_reports_a_match(tiny_cfg, client, tmp_path):
+    train(tiny_cfg("trainer.max_steps=40"), overrides=["model=tiny-bert", "trainer.max_steps=40"])
+    [source] = train_runs(client)
+    client.set_tag(source.info.run_id, "tunelab.version.torch", "0.0.1")
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    elsewhere = tmp_path / "elsewhere"     # the record alone: no Hydra output, no working folder
+    elsewhere.mkdir()
+    proc = run_cli(["tunelab-reproduce", source.info.run_id, "--tracking-uri", uri], cwd=elsewhere)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "metrics match" in proc.stdout
+    assert "torch was 0.0.1" in proc.stderr, "a version drift is warned about"
+
+    [rerun] = train_runs(client, kind="reproduce")
+    assert rerun.data.tags["tunelab.source_run"] == source.info.run_id
+    assert rerun.info.status == "FINISHED" and rerun.info.run_id != source.info.run_id
+    assert rerun.data.tags["tunelab.config_hash"] == source.data.tags["tunelab.config_hash"]
+    assert rerun.data.tags["tunelab.overrides"] == "model=tiny-bert trainer.max_steps=40"
+    assert not rerun.data.params, "only train runs carry the training params"
+    assert [r.info.run_id for r in train_runs(client)] == [source.info.run_id]
+    for key in ("val/acc", "val/loss", "test/f1", "train/loss"):
+        assert rerun.data.metrics[key] == pytest.approx(source.data.metrics[key], abs=EXACT)
+
+    tampered = {**source.data.metrics, "val/acc": source.data.metrics["val/acc"] + 0.01}
+    rows = {key: same for key, _, _, same in compare(tampered, rerun.data.metrics)}
+    assert rows["val/acc"] is False and rows["val/loss"] is True

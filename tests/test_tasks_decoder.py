@@ -1,0 +1,159 @@
+"""The generative side: instruct and lm on tiny models through `tunelab.train.train`, response-only
+loss masking on a real collated batch, classification by generating the label, and (slow) the
+offline SmolLM2-135M instruct run with LoRA."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from tests.conftest import train_runs
+from tunelab import adapters, data, models
+from tunelab.config import check_config
+from tunelab.data.generative import IGNORE, end_of_turn_id
+from tunelab.models.generative import GenerativeHead
+from tunelab.train import train
+
+# Few steps on a small batch: a 30k-token vocabulary makes every decoder step cost far more
+# than tiny-llama's two 64-wide layers.
+SMALL = ["adapter=full", "optim.lr=3e-3", "data.batch_size=8", "data.synthetic.train_size=400",
+         "data.synthetic.eval_size=32", "data.max_length=48", "trainer.log_every_n_steps=5"]
+
+
+def _history(client, run, key: str) -> list[float]:
+    return [m.value for m in client.get_metric_history(run.info.run_id, key)]
+
+
+def _encoded(cfg, split: str = "train"):
+    cfg = check_config(cfg)
+    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
+    task_data = data.task_data_for(raw, cfg.data, cfg.task)
+    tokenizer = models.load_tokenizer(cfg.model)
+    dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
+                             batch_size=8, num_workers=0, cache_dir=Path(cfg.paths.cache_dir))
+    dm.setup()
+    return cfg, raw, task_data, tokenizer, dm
+
+
+def test_instruct_batch_has_loss_on_response_tokens_only(tiny_cfg):
+    cfg, raw, _, tokenizer, dm = _encoded(tiny_cfg("model=tiny-llama", "task=instruct", *SMALL))
+    batch = next(iter(dm.val_dataloader()))
+    rows = raw.splits["validation"].select(range(8))
+    stop = end_of_turn_id(tokenizer)
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape[1] == int(lengths.max()), "padded to the longest row only"
+    assert int(lengths.min()) < int(lengths.max())
+    for i, row in enumerate(rows):
+        n, length = int(batch["prompt_length"][i]), int(lengths[i])
+        labels, ids = batch["labels"][i], batch["input_ids"][i]
+        assert (labels[:n] == IGNORE).all() and (labels[length:] == IGNORE).all()
+        assert torch.equal(labels[n:length], ids[n:length]), "response tokens are their own targets"
+        prompt_text = tokenizer.decode(ids[:n])
+        response = tokenizer.decode(labels[n:length][labels[n:length] != stop])
+        assert row["prompt"].lower().split()[-1] in prompt_text and "assistant" in prompt_text
+        assert response.replace(" ", "") == row["response"].lower().replace(" ", "")
+        assert int(labels[length - 1]) == stop, "the end-of-turn marker is learnt, so answers stop"
+
+
+def test_tiny_llama_instruct_fits_logs_ppl_and_em(tiny_cfg, client):
+    cfg = tiny_cfg("model=tiny-llama", "task=instruct", *SMALL, "trainer.max_steps=60",
+                   "task.generate_eval_samples=16", "task.max_new_tokens=12")
+    result = train(cfg)
+    [run] = train_runs(client)
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED"
+    for key in ("val/ppl", "test/ppl", "val/em", "test/em", "val/ppl_best", "val/loss"):
+        assert key in metrics, key
+    assert result == pytest.approx(metrics["val/ppl"])
+    assert 0 <= metrics["val/em"] <= 1 and 0 <= metrics["test/em"] <= 1
+    assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-3)
+    losses = _history(client, run, "train/loss")
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert metrics["val/ppl"] < 100, "the response vocabulary is small: ppl falls far below 30k"
+
+
+def test_greedy_answers_are_scored_against_the_reference(tiny_cfg):
+    """em compares greedy answers with the decoded references: a model whose answer equals the
+    reference scores 1, and the answers are cut at the end-of-turn marker."""
+    cfg, _, _, tokenizer, dm = _encoded(tiny_cfg("model=tiny-llama", "task=instruct", *SMALL))
+    head = GenerativeHead(cfg.task, tokenizer, "decoder", cfg.objective, None)
+    batch = next(iter(dm.val_dataloader()))
+    refs = head.references(batch, 4)
+    assert all(refs) and all("[SEP]" not in r for r in refs)
+    net = models.load_model(cfg.model, cfg.task, None, tokenizer).eval()
+    answers = head.generate(net, batch, 4)
+    assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-bert"])
+def test_lm_fits_next_token_or_masked(model, tiny_cfg, client):
+    cfg = tiny_cfg(f"model={model}", "task=lm", *SMALL, "trainer.max_steps=40")
+    train(cfg)
+    [run] = train_runs(client)
+    metrics = run.data.metrics
+    assert {"val/ppl", "test/ppl", "val/ppl_best"} <= set(metrics)
+    losses = _history(client, run, "train/loss")
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert metrics["val/ppl"] < 2000, "far below the uniform 30k of an untrained model"
+    weights = Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="weights", tracking_uri=cfg.tracking.uri))
+    arch = __import__("json").loads((weights / "config.json").read_text())["architectures"]
+    assert arch == ["BertForMaskedLM" if model == "tiny-bert" else "LlamaForCausalLM"]
+
+
+def test_decoder_classifies_by_generating_the_label(tiny_cfg, client):
+    cfg = tiny_cfg("model=tiny-llama", "task=sentiment", "task.head=generate", *SMALL,
+                   "trainer.max_steps=60", "data.synthetic.eval_size=64")
+    train(cfg)
+    [run] = train_runs(client)
+    metrics = run.data.metrics
+    assert {"val/acc", "val/f1", "test/acc", "test/f1"} <= set(metrics)
+    assert metrics["val/acc"] > 0.6, "the label words are learnt from the generated sentiment"
+
+
+@pytest.mark.slow
+def test_smollm2_instruct_lora_offline(tiny_cfg, client, capsys):
+    start = time.perf_counter()
+    cfg = tiny_cfg("model=smollm2-135m", "task=instruct", "adapter=lora", "optim.lr=1e-3",
+                   "adapter.dropout=0.0", "data.batch_size=8", "data.synthetic.train_size=240",
+                   "data.synthetic.eval_size=16", "data.max_length=96", "trainer.max_steps=30",
+                   "trainer.val_check_interval=30", "trainer.log_every_n_steps=5",
+                   "task.generate_eval_samples=8", "task.max_new_tokens=16")
+    train(cfg)
+    [run] = train_runs(client)
+    ppl = _history(client, run, "val/ppl")
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED" and len(ppl) >= 1
+    weights = Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="weights", tracking_uri=cfg.tracking.uri))
+    assert adapters.is_adapter_folder(weights)
+
+    checked = check_config(cfg)
+    tokenizer = models.load_tokenizer(checked.model)
+    base = models.load_model(checked.model, checked.task, None, tokenizer)
+    _, _, _, _, dm = _encoded(cfg)
+    batch = next(iter(dm.val_dataloader()))
+    head = GenerativeHead(checked.task, tokenizer, "decoder", checked.objective, None)
+    before = _val_loss(base, batch)
+    tuned = adapters.load_weights(base, weights).eval()
+    after = _val_loss(tuned, batch)
+    answers = head.generate(tuned, batch, 4)
+    refs = head.references(batch, 4)
+    with capsys.disabled():
+        print(f"\nsmollm2 instruct lora: val/ppl {ppl} val/em {metrics['val/em']} "
+              f"test/em {metrics['test/em']} batch loss {before:.3f} -> {after:.3f} "
+              f"answers {answers} refs {refs} in {time.perf_counter() - start:.0f}s")
+    assert after < before, "the trained adapter lowers the response loss of the base model"
+    assert all(isinstance(a, str) for a in answers) and any(answers)
+
+
+@torch.no_grad()
+def _val_loss(net, batch) -> float:
+    net.eval()
+    return float(net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch["labels"]).loss)
