@@ -27,12 +27,17 @@ from tunelab.train import train
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
 ANIMALS = ["cat", "dog", "horse", "cow", "bird", "fish", "sheep", "lion"]
-# Rates for random-init bodies on the toy task: the presets' rates are for pretrained ones.
-LR = {"full": 1e-3, "lora": 1e-2, "dora": 1e-2, "prefix": 1e-2, "prompt": 3e-2, "ia3": 3e-2,
-      "bitfit": 1e-2, "head": 1e-2}
-# tiny-llama has no biases (rejected for bitfit, see below); Qwen2-style attention biases qualify.
+# A random-init body carries its input only with a wider init than transformers' 0.02 (at 0.02 the
+# pooled features of different inputs differ by ~0.1%) and, for BERT, without dropout, which
+# otherwise drowns that signal: measured, the linear probe learns nothing in 30 steps without these.
+BODY = {"tiny-bert": ["+model.config.initializer_range=0.2", "+model.config.hidden_dropout_prob=0",
+                      "+model.config.attention_probs_dropout_prob=0"],
+        "tiny-llama": ["+model.config.initializer_range=0.2"]}
+# Rates for these random bodies on the toy task (the presets' rates are for pretrained ones).
+LR = {"full": 1e-2, "lora": 1e-2, "dora": 1e-2, "prefix": 1e-1, "prompt": 3e-2, "ia3": 1e-1,
+      "bitfit": 3e-2, "head": 1e-1}
+# tiny-llama has no biases (bitfit is rejected there, see below); Qwen2-style attention biases qualify.
 EXTRA = {("tiny-llama", "bitfit"): ["+model.config.attention_bias=true"]}
-
 
 def _write_toy(folder: Path, rows: int, seed: int) -> Path:
     rng = random.Random(seed)
@@ -105,7 +110,7 @@ def _fresh_model(cfg: DictConfig, labels: list[str], weights: Path | None = None
 @pytest.mark.parametrize("method", list(LR))
 def test_method_trains_only_its_parameters_and_reloads(method, model, toy_cfg, spy, client,
                                                        tmp_path):
-    cfg = toy_cfg(f"model={model}", f"adapter={method}", f"optim.lr={LR[method]}",
+    cfg = toy_cfg(f"model={model}", f"adapter={method}", f"optim.lr={LR[method]}", *BODY[model],
                   *EXTRA.get((model, method), []))
     train(cfg)
     [run] = train_runs(client)
@@ -115,7 +120,7 @@ def test_method_trains_only_its_parameters_and_reloads(method, model, toy_cfg, s
 
     loss_before, _ = _evaluate(before, batches)
     loss_after, logits = _evaluate(trained, batches)
-    assert loss_after < 0.6 * loss_before, f"{method} on {model}: {loss_before=:.3f} {loss_after=:.3f}"
+    assert loss_after < 0.7 * loss_before, f"{method} on {model}: {loss_before=:.3f} {loss_after=:.3f}"
     assert loss_after == pytest.approx(metrics["val/loss"], abs=1e-4), "recorded val/loss is final"
 
     old = dict(before.named_parameters())
@@ -144,3 +149,63 @@ def test_method_trains_only_its_parameters_and_reloads(method, model, toy_cfg, s
         assert isinstance(reloaded, PeftModel) == (method not in ("bitfit", "head"))
     _, reloaded_logits = _evaluate(reloaded, batches)
     torch.testing.assert_close(reloaded_logits, logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "ia3"])
+def test_merged_adapter_gives_the_same_logits(method, toy_cfg):
+    cfg = check_config(toy_cfg(f"adapter={method}", *BODY["tiny-bert"]))
+    net = adapters.apply_adapter(_fresh_model(cfg, ["animal", "colour"]), cfg.adapter, cfg.model,
+                                 cfg.task)
+    with torch.no_grad():   # move the adapter off its identity init, as training would
+        for name, param in net.named_parameters():
+            if param.requires_grad:
+                param.add_(0.1 * torch.randn_like(param))
+    batches, _ = _val_batches(cfg)
+    _, unmerged = _evaluate(net, batches)
+    merged = adapters.merge(net)
+    assert not isinstance(merged, PeftModel)
+    assert not any("lora_" in n or "ia3_" in n for n, _ in merged.named_parameters())
+    _, merged_logits = _evaluate(merged, batches)
+    torch.testing.assert_close(merged_logits, unmerged, rtol=1e-4, atol=1e-5)
+
+
+def test_virtual_token_adapters_refuse_to_merge(toy_cfg):
+    cfg = check_config(toy_cfg("adapter=prefix"))
+    net = adapters.apply_adapter(_fresh_model(cfg, ["animal", "colour"]), cfg.adapter, cfg.model,
+                                 cfg.task)
+    with pytest.raises(ValueError, match="cannot be merged"):
+        adapters.merge(net)
+
+
+@pytest.mark.parametrize("overrides, key, hint", [
+    (["model=tiny-llama", "adapter=lora", "adapter.target_modules=[query,value]"],
+     "adapter.target_modules", "q_proj"),
+    (["model=tiny-bert", "adapter=dora", "adapter.target_modules=[q_proj]"],
+     "adapter.target_modules", "attention.self.query"),
+    (["model=tiny-bert", "adapter=ia3", "adapter.feedforward_modules=[intermediate.dense]"],
+     "adapter.feedforward_modules", "subset"),
+    (["model=tiny-llama", "adapter=bitfit"], "adapter", "adapter=head"),
+    (["adapter=prefix", "model.gradient_checkpointing=true"], "model.gradient_checkpointing",
+     "adapter=lora"),
+])
+def test_impossible_combinations_stop_before_weights_load(overrides, key, hint, toy_cfg, client,
+                                                          monkeypatch):
+    loads = []
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a))
+    with pytest.raises(ConfigError) as err:
+        train(toy_cfg(*overrides))
+    assert err.value.key == key and hint in err.value.allowed
+    assert loads == [] and train_runs(client) == [], "nothing loaded, no run recorded"
+
+
+@pytest.mark.slow
+def test_prefix_tuning_trains_pretrained_minilm(toy_cfg, spy, client):
+    """Prefix tuning on a real pretrained BERT-style encoder: the path transformers 5.x breaks."""
+    cfg = toy_cfg("model=minilm", "adapter=prefix", "trainer.max_steps=20")
+    train(cfg)
+    [run] = train_runs(client)
+    batches, _ = _val_batches(cfg)
+    loss_before, _ = _evaluate(spy["before"], batches)
+    loss_after, _ = _evaluate(spy["trained"], batches)
+    assert loss_after < 0.7 * loss_before, f"{loss_before=:.3f} {loss_after=:.3f}"
+    assert run.data.metrics["params/trainable_pct"] < 1

@@ -69,10 +69,15 @@ def report(sweep) -> Path:
 
 
 @pytest.fixture
-def global_uri(monkeypatch, sweep) -> str:
-    """Point MLflow's process-wide URI (and the env var it exports) at the sweep, undone after."""
+def keep_global_uri(monkeypatch) -> None:
+    """Put MLflow's process-wide URI (and the env var it exports) back as it was after the test:
+    tunelab.compare sets it, and later tests' subprocesses would inherit it."""
     monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def global_uri(keep_global_uri, sweep) -> str:
     mlflow.set_tracking_uri(store_uri(sweep))
     return store_uri(sweep)
 
@@ -175,23 +180,33 @@ def test_bootstrap_ci_is_seeded_and_covers_the_mean():
      ["val/acc", "time/fit_seconds"]),
     (["--baseline", "dora"], "no run of baseline adapter 'dora'", ["full, lora"]),
 ])
-def test_user_errors_exit_2_and_say_what_exists(sweep, args, message, listed):
-    proc = run_cli(["tunelab-compare", *args, "--out", "unused"], cwd=sweep, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert message in proc.stderr
-    assert all(name in proc.stderr for name in listed), proc.stderr
-    assert not (sweep / "unused").exists()
+def test_user_errors_exit_2_and_say_what_exists(sweep, global_uri, tmp_path, capsys, args,
+                                                message, listed):
+    """In-process (the report fixture already runs the console script): saves a subprocess."""
+    from tunelab.compare.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--tracking-uri", global_uri, "--out", str(tmp_path / "unused")])
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2, stderr
+    assert message in stderr
+    assert all(name in stderr for name in listed), stderr
+    assert not (tmp_path / "unused").exists()
 
 
-def test_experiment_without_finished_training_runs_exits_2(tmp_path):
+def test_experiment_without_finished_training_runs_exits_2(keep_global_uri, tmp_path,
+                                                           capsys):
+    from tunelab.compare.cli import main
+
     (tmp_path / "mlruns").mkdir()
     crash_run(MlflowClient(store_uri(tmp_path)), "crashed-only", "crashed")
-    proc = run_cli(["tunelab-compare"], cwd=tmp_path, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "'crashed-only' has no FINISHED training runs (1 status FAILED)" in proc.stderr
-    missing = run_cli(["tunelab-compare", "--tracking-uri", store_uri(tmp_path / "none")],
-                      cwd=tmp_path, timeout=300)
-    assert missing.returncode == 2 and "no MLflow store at" in missing.stderr
+    for uri, message in [
+            (store_uri(tmp_path), "'crashed-only' has no FINISHED training runs (1 status FAILED)"),
+            (store_uri(tmp_path / "none"), "no MLflow store at")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["--tracking-uri", uri])
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_notebook_is_committed_clean_and_runs_on_the_sweep(sweep, tmp_path, monkeypatch):

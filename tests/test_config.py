@@ -64,6 +64,9 @@ BAD = [
     (["+model.colour=red"], "model.colour", "unknown key"),
     (["seed=abc"], "seed", "integer"),
     (["data.batch_size=30", "trainer.accumulate_grad_batches=4"], "data.batch_size", "multiple"),
+    (["optim.lr=fast"], "optim.lr", "float"),
+    (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps", "> 0"),
+    (["model.trust_remote_code=maybe"], "model.trust_remote_code", "bool"),
 ]
 
 

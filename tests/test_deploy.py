@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from mlflow import MlflowClient
+import yaml
 
 from tests.conftest import TINY, compose_cfg
 from tunelab import adapters, data, models
@@ -28,7 +28,7 @@ from tunelab.deploy.export import export
 from tunelab.deploy.runs import best_run, connect
 from tunelab.train import train
 
-SHORT = ["trainer.max_steps=30", "data.synthetic.train_size=480", "data.synthetic.eval_size=64"]
+SHORT = ["trainer.max_steps=20", "data.synthetic.train_size=480", "data.synthetic.eval_size=64"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     cfgs = {a: compose_cfg([*TINY, *SHORT, f"adapter={a}"], root) for a in ("lora", "full")}
-    cfgs["prompt"] = compose_cfg([*TINY, *SHORT, "adapter=prompt", "trainer.max_steps=3",
+    cfgs["prompt"] = compose_cfg([*TINY, *SHORT, "adapter=prompt", "trainer.max_steps=2",
                                   "tracking.experiment=unmergeable"], root)
     for cfg in cfgs.values():
         train(cfg)
@@ -143,7 +143,7 @@ def test_best_run_is_exported_registered_and_served(lab, capsys):
     version = client.get_model_version_by_alias("tiny-clf", "champion")
     assert version.tags["tunelab.source_run"] == expected.info.run_id
     assert version.tags["tunelab.config_hash"] == expected.data.tags["tunelab.config_hash"]
-    top_acc = max(r.data.metrics["val/acc"] for r in lab["runs"].values())
+    top_acc = max(lab["runs"][a].data.metrics["val/acc"] for a in ("lora", "full"))
     assert best_run(client, "tunelab", "val/acc").data.metrics["val/acc"] == top_acc
 
     val = _validation(lab["cfgs"][expected.data.params["adapter.name"]]).head(8)
@@ -239,7 +239,8 @@ def test_predict_reads_and_writes_files(lab, tmp_path, capsys):
     assert written["text"].tolist() == rows["text"].tolist()
     assert written["label_input"].tolist() == rows["label"].tolist()
     assert written["label"].tolist() == want["label"].tolist()
-    assert predict_main([model_uri, *rows["text"][:2], "--tracking-uri", uri]) == 0
+    by_run = f"runs:/{lab['runs']['full'].info.run_id}/tiny-bert-full-sentiment-cpu-s0"
+    assert predict_main([by_run, *rows["text"][:2], "--tracking-uri", uri]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [x["label"] for x in lines] == want["label"].tolist()[:2]
 
@@ -264,6 +265,14 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(lab, capsys, tmp_path):
     client.set_terminated(evaluation.info.run_id, "FINISHED")
     err = fails(export_main, evaluation.info.run_id)
     assert "of kind 'eval', not a training run" in err and lora in err
+    qa = client.create_run(failed.info.experiment_id, tags={"tunelab.run_kind": "train"})
+    recorded = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{lora}/config/config.yaml"))
+    recorded["task"].update(name="qa", kind="qa")
+    client.log_text(qa.info.run_id, yaml.safe_dump(recorded), "config/config.yaml")
+    client.log_text(qa.info.run_id, json.dumps({"labels": []}), "labels.json")
+    client.log_text(qa.info.run_id, "{}", "weights/config.json")
+    client.set_terminated(qa.info.run_id, "FINISHED")
+    assert "do not support task kind 'qa'" in fails(export_main, qa.info.run_id)
     err = fails(export_main, prompt)
     assert "cannot be merged" in err and "--no-merge" in err
     assert export_main([prompt, "--no-merge", "--tracking-uri", uri]) == 0, "adapter export works"

@@ -79,6 +79,7 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run_with_the_same_metrics(tiny_
 
     again = run_cli(["tunelab-train", *overrides], cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "Restored all states from the checkpoint" in again.stderr, "resumed, not retrained"
     [run] = train_runs(store(cwd))
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     assert run.data.tags["tunelab.resumed"] == "true"

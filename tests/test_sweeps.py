@@ -4,6 +4,7 @@ a failing job, two sweeps writing one SQLite store at once, and a real `mlflow s
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -126,7 +127,7 @@ def test_failing_job_does_not_stop_the_others_and_is_named(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "these jobs failed" in out
-    assert "job 1: data.max_length=999" in out
+    assert re.search(r"job 1: .*data\.max_length=999", out)
     assert "ConfigError: data.max_length=999: at most 256" in out
     client = store(tmp_path)
     [run] = train_runs(client)
@@ -138,8 +139,9 @@ def test_failing_job_does_not_stop_the_others_and_is_named(tmp_path):
 
 
 def test_optuna_search_records_its_trials(tmp_path):
+    searchable = [arg for arg in FAST if not arg.startswith("optim.lr=")]  # a fixed lr wins
     proc = run_cli(["tunelab-train", "-m", "hparams_search=lr_rank", "hydra.sweeper.n_trials=3",
-                    *FAST], cwd=tmp_path)
+                    *searchable], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = store(tmp_path)
     runs = train_runs(client)
@@ -216,4 +218,8 @@ def test_parallel_sweep_against_a_real_mlflow_server(tmp_path):
         assert not (tmp_path / "mlruns" / "mlflow.db").exists(), "nothing went to the local store"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:     # a busy machine: stop it the hard way
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -4,6 +4,7 @@ offline SmolLM2-135M instruct run with LoRA."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -16,13 +17,13 @@ from tests.conftest import train_runs
 from tunelab import adapters, data, models
 from tunelab.config import check_config
 from tunelab.data.generative import IGNORE, end_of_turn_id
-from tunelab.models.generative import GenerativeHead
+from tunelab.models.generative import ExactMatch, GenerativeHead
 from tunelab.train import train
 
 # Few steps on a small batch: a 30k-token vocabulary makes every decoder step cost far more
 # than tiny-llama's two 64-wide layers.
-SMALL = ["adapter=full", "optim.lr=3e-3", "data.batch_size=8", "data.synthetic.train_size=400",
-         "data.synthetic.eval_size=32", "data.max_length=48", "trainer.log_every_n_steps=5"]
+SMALL = ["adapter=full", "optim.lr=1e-2", "data.batch_size=8", "data.synthetic.train_size=400",
+         "data.synthetic.eval_size=16", "data.max_length=48", "trainer.log_every_n_steps=5"]
 
 
 def _history(client, run, key: str) -> list[float]:
@@ -61,7 +62,7 @@ def test_instruct_batch_has_loss_on_response_tokens_only(tiny_cfg):
 
 
 def test_tiny_llama_instruct_fits_logs_ppl_and_em(tiny_cfg, client):
-    cfg = tiny_cfg("model=tiny-llama", "task=instruct", *SMALL, "trainer.max_steps=60",
+    cfg = tiny_cfg("model=tiny-llama", "task=instruct", *SMALL, "trainer.max_steps=20",
                    "task.generate_eval_samples=16", "task.max_new_tokens=12")
     result = train(cfg)
     [run] = train_runs(client)
@@ -73,13 +74,13 @@ def test_tiny_llama_instruct_fits_logs_ppl_and_em(tiny_cfg, client):
     assert 0 <= metrics["val/em"] <= 1 and 0 <= metrics["test/em"] <= 1
     assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-3)
     losses = _history(client, run, "train/loss")
-    assert losses[-1] < 0.5 * losses[0], losses
-    assert metrics["val/ppl"] < 100, "the response vocabulary is small: ppl falls far below 30k"
+    assert sum(losses[-2:]) / 2 < 0.75 * losses[0], losses
+    assert metrics["val/ppl"] < 1000, "the response vocabulary is small: ppl falls far below 30k"
 
 
 def test_greedy_answers_are_scored_against_the_reference(tiny_cfg):
-    """em compares greedy answers with the decoded references: a model whose answer equals the
-    reference scores 1, and the answers are cut at the end-of-turn marker."""
+    """em compares greedy answers, cut at the end-of-turn marker, with the decoded references,
+    SQuAD-normalised."""
     cfg, _, _, tokenizer, dm = _encoded(tiny_cfg("model=tiny-llama", "task=instruct", *SMALL))
     head = GenerativeHead(cfg.task, tokenizer, "decoder", cfg.objective, None)
     batch = next(iter(dm.val_dataloader()))
@@ -88,55 +89,78 @@ def test_greedy_answers_are_scored_against_the_reference(tiny_cfg):
     net = models.load_model(cfg.model, cfg.task, None, tokenizer).eval()
     answers = head.generate(net, batch, 4)
     assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
+    em = ExactMatch()
+    em.update(refs, refs)
+    assert float(em.compute()) == 1.0
+    em = ExactMatch()
+    em.update(["The Belmek.", "osslo"], ["belmek", "tepuk"])
+    assert float(em.compute()) == 0.5, "SQuAD normalisation: case, articles, punctuation"
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-bert"])
 def test_lm_fits_next_token_or_masked(model, tiny_cfg, client):
-    cfg = tiny_cfg(f"model={model}", "task=lm", *SMALL, "trainer.max_steps=40")
+    cfg = tiny_cfg(f"model={model}", "task=lm", *SMALL, "trainer.max_steps=15")
     train(cfg)
     [run] = train_runs(client)
     metrics = run.data.metrics
     assert {"val/ppl", "test/ppl", "val/ppl_best"} <= set(metrics)
     losses = _history(client, run, "train/loss")
-    assert losses[-1] < 0.6 * losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses   # masked LM learns slower: 15% of tokens teach
     assert metrics["val/ppl"] < 2000, "far below the uniform 30k of an untrained model"
     weights = Path(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="weights", tracking_uri=cfg.tracking.uri))
-    arch = __import__("json").loads((weights / "config.json").read_text())["architectures"]
+    arch = json.loads((weights / "config.json").read_text())["architectures"]
     assert arch == ["BertForMaskedLM" if model == "tiny-bert" else "LlamaForCausalLM"]
+
+
+def test_label_scores_are_each_labels_log_likelihood(tiny_cfg):
+    cfg, _, task_data, tokenizer, dm = _encoded(
+        tiny_cfg("model=tiny-llama", "task=sentiment", "task.head=generate", *SMALL))
+    head = GenerativeHead(cfg.task, tokenizer, "decoder", cfg.objective, task_data.label_names)
+    net = models.load_model(cfg.model, cfg.task, None, tokenizer).eval()
+    batch = next(iter(dm.val_dataloader()))
+    scores = head.score_labels(net, batch)
+    assert scores.shape == (8, len(task_data.label_names))
+    for i in range(3):   # the true label's score is its tokens' summed log-likelihood
+        n = int(batch["attention_mask"][i].sum())
+        labels = batch["labels"][i:i + 1, :n]
+        with torch.no_grad():
+            loss = net(input_ids=batch["input_ids"][i:i + 1, :n], labels=labels).loss
+        expected = -float(loss) * int((labels != IGNORE).sum())
+        assert float(scores[i, batch["class_label"][i]]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_decoder_classifies_by_generating_the_label(tiny_cfg, client):
     cfg = tiny_cfg("model=tiny-llama", "task=sentiment", "task.head=generate", *SMALL,
-                   "trainer.max_steps=60", "data.synthetic.eval_size=64")
+                   "trainer.max_steps=15")
     train(cfg)
     [run] = train_runs(client)
     metrics = run.data.metrics
-    assert {"val/acc", "val/f1", "test/acc", "test/f1"} <= set(metrics)
-    assert metrics["val/acc"] > 0.6, "the label words are learnt from the generated sentiment"
+    assert {"val/acc", "val/f1", "test/acc", "test/f1", "val/acc_best"} <= set(metrics)
+    assert all(0 <= metrics[k] <= 1 for k in ("val/acc", "val/f1", "test/acc", "test/f1"))
+    losses = _history(client, run, "train/loss")
+    assert sum(losses[-2:]) / 2 < 0.5 * losses[0], losses
 
 
 @pytest.mark.slow
 def test_smollm2_instruct_lora_offline(tiny_cfg, client, capsys):
     start = time.perf_counter()
     cfg = tiny_cfg("model=smollm2-135m", "task=instruct", "adapter=lora", "optim.lr=1e-3",
-                   "adapter.dropout=0.0", "data.batch_size=8", "data.synthetic.train_size=240",
-                   "data.synthetic.eval_size=16", "data.max_length=96", "trainer.max_steps=30",
-                   "trainer.val_check_interval=30", "trainer.log_every_n_steps=5",
-                   "task.generate_eval_samples=8", "task.max_new_tokens=16")
+                   "adapter.dropout=0.0", "data.batch_size=4", "data.synthetic.train_size=120",
+                   "data.synthetic.eval_size=8", "data.max_length=80", "trainer.max_steps=12",
+                   "trainer.val_check_interval=6", "trainer.log_every_n_steps=3",
+                   "task.generate_eval_samples=4", "task.max_new_tokens=16")
     train(cfg)
     [run] = train_runs(client)
     ppl = _history(client, run, "val/ppl")
     metrics = run.data.metrics
-    assert run.info.status == "FINISHED" and len(ppl) >= 1
+    assert run.info.status == "FINISHED" and len(ppl) == 2 and ppl[-1] < ppl[0], ppl
     weights = Path(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="weights", tracking_uri=cfg.tracking.uri))
     assert adapters.is_adapter_folder(weights)
 
-    checked = check_config(cfg)
-    tokenizer = models.load_tokenizer(checked.model)
+    checked, _, _, tokenizer, dm = _encoded(cfg)
     base = models.load_model(checked.model, checked.task, None, tokenizer)
-    _, _, _, _, dm = _encoded(cfg)
     batch = next(iter(dm.val_dataloader()))
     head = GenerativeHead(checked.task, tokenizer, "decoder", checked.objective, None)
     before = _val_loss(base, batch)

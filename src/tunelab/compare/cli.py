@@ -51,6 +51,7 @@ def log_comparison(c: Comparison, experiment_id: str, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> tuple[Path, str]:
+    """Every user error surfaces as CompareError before any file or MLflow run is written."""
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri)
     mlflow.set_tracking_uri(uri)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +157,8 @@ def to_html(content: list[Block], title: str) -> str:
         elif kind == "img":
             body.append(f'<img src="{html.escape(value)}" alt="{html.escape(value)}">')
         else:
-            body.append(f"<{kind}>{html.escape(str(value))}</{kind}>")
+            text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(value)))
+            body.append(f"<{kind}>{text}</{kind}>")
     style = ("body{font-family:sans-serif;max-width:75em;margin:2em auto}"
              "table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd}"
              "img{max-width:100%}")

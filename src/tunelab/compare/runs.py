@@ -80,6 +80,9 @@ def load_runs(experiment: Experiment) -> RunSet:
     for status, count in frame.loc[frame.status != "FINISHED", "status"].value_counts().items():
         excluded[f"status {status}"] = int(count)
     finished = frame[frame.status == "FINISHED"]
+    if finished.empty:
+        raise CompareError(f"experiment {experiment.name!r} has no FINISHED training runs "
+                           f"({', '.join(f'{n} {k}' for k, n in excluded.items())})")
     missing = [k for k in GROUP_KEYS + ["seed"] if f"params.{k}" not in finished.columns]
     if missing:
         raise CompareError(f"runs of {experiment.name!r} lack params {missing}")
@@ -89,9 +92,6 @@ def load_runs(experiment: Experiment) -> RunSet:
         if dup.any():
             excluded["superseded by a later run of the same config"] = int(dup.sum())
         finished = finished[~dup]
-    if finished.empty:
-        raise CompareError(f"experiment {experiment.name!r} has no FINISHED training runs "
-                           f"({', '.join(f'{n} {k}' for k, n in excluded.items())})")
     return RunSet(experiment.name, finished.reset_index(drop=True), excluded)
 
 

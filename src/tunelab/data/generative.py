@@ -28,7 +28,8 @@ def _check_columns(raw: RawData, wanted: dict[str, str]) -> None:
                                                f"it has {ds.column_names}")
 
 
-def render(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> tuple[list[int], list[int]]:
+def render(tokenizer: PreTrainedTokenizerBase, prompt: str,
+           response: str) -> tuple[list[int], list[int]]:
     """(prompt ids ending in the assistant cue, response ids ending in the end-of-turn marker),
     through the tokenizer's chat template; without a template, `prompt\\n` then `response` + eos."""
     if tokenizer.chat_template:

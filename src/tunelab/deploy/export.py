@@ -35,7 +35,7 @@ EXAMPLE_TEXTS = ("an example sentence to classify", "another example, to show a 
 
 @dataclass
 class Exported:
-    model_uri: str                  # models:/<model id> of the LoggedModel
+    model_uri: str                  # models:/<model id>; also runs:/<source run>/<model name>
     model_id: str
     source_run: str
     merged: bool
@@ -70,14 +70,18 @@ def _requirements() -> list[str]:
 
 def _weights_to_log(trained: TrainedRun, merge: bool, folder: Path) -> tuple[Path, TextClassifier]:
     """The weights folder the model will carry, and the classifier it loads as (for the example)."""
+    if trained.is_adapter and not merge and trained.base_weights is not None:
+        raise DeployError(f"run {trained.run_id} trained its adapter on the weights of run "
+                          f"{trained.cfg.model.init_from} (model.init_from), which a served model "
+                          "cannot rebuild offline; export it merged")
     tokenizer = load_trained_tokenizer(trained.weights)
-    net = build_net(trained.cfg, trained.labels, trained.weights, tokenizer)
+    net = build_net(trained.cfg, trained.labels, trained.weights, tokenizer, trained.base_weights)
+    max_length = trained.cfg.data.max_length
+    if not trained.is_adapter:
+        log.info("run %s saved the whole model (adapter=%s): nothing to merge",
+                 trained.run_id, trained.cfg.adapter.name)
     if not merge or not trained.is_adapter:
-        if not trained.is_adapter:
-            log.info("run %s saved the whole model (adapter=%s): nothing to merge",
-                     trained.run_id, trained.cfg.adapter.name)
-        return trained.weights, TextClassifier(net, tokenizer, trained.labels,
-                                               trained.cfg.data.max_length)
+        return trained.weights, TextClassifier(net, tokenizer, trained.labels, max_length)
     try:
         merged = adapters.merge(net)
     except ValueError as err:
@@ -86,7 +90,7 @@ def _weights_to_log(trained: TrainedRun, merge: bool, folder: Path) -> tuple[Pat
                           "on its recorded base)") from None
     merged.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    return folder, TextClassifier(merged, tokenizer, trained.labels, trained.cfg.data.max_length)
+    return folder, TextClassifier(merged, tokenizer, trained.labels, max_length)
 
 
 def _example(trained: TrainedRun) -> pd.DataFrame:

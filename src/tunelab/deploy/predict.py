@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TextIO
 
 import mlflow
 import pandas as pd
@@ -38,10 +37,10 @@ def read_table(path: str) -> pd.DataFrame:
         raise DeployError(f"--input-file {path}: not a readable {suffix} table ({err})") from None
 
 
-def write_table(frame: pd.DataFrame, path: str | None, stdout: TextIO = sys.stdout) -> None:
+def write_table(frame: pd.DataFrame, path: str | None) -> None:
     """To `path` in the format its suffix names, or JSON lines on stdout."""
     if path is None:
-        stdout.write(frame.to_json(orient="records", lines=True, force_ascii=False))
+        sys.stdout.write(frame.to_json(orient="records", lines=True, force_ascii=False))
         return
     suffix = Path(path).suffix.lower()
     if suffix not in TABLE_SUFFIXES:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tunelab import adapters
 from tunelab.tracking.store import client_for, tracking_uri
+from tunelab.tracking.weights import run_weights
 
 LOWER_IS_BETTER = ("loss", "ppl")
 SUPPORTED_KINDS = ("classification",)
@@ -101,6 +102,7 @@ class TrainedRun:
     weights: Path
     config_file: Path       # the downloaded config/config.yaml
     labels_file: Path       # the downloaded labels.json
+    base_weights: Path | None = None    # the earlier run's weights when model.init_from was set
 
     @property
     def run_id(self) -> str:
@@ -126,6 +128,9 @@ class TrainedRun:
         trained = cls(run, OmegaConf.load(config), json.loads(labels.read_text())["labels"],
                       paths["weights"], config, labels)
         trained.require_supported()
+        if trained.cfg.model.get("init_from"):
+            trained.base_weights = run_weights(trained.cfg.model.init_from, client.tracking_uri,
+                                               folder / "base")
         return trained
 
     def require_supported(self) -> None:

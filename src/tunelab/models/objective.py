@@ -71,5 +71,6 @@ class SelfSupervised:
     @staticmethod
     def _vocab_logits(model: torch.nn.Module, hidden: torch.Tensor,
                       labels: torch.Tensor) -> torch.Tensor:
-        """Hidden states of the real tokens (virtual prompt tokens dropped) through the tied decoder."""
+        """Hidden states of the real tokens (virtual prompt tokens dropped) through the decoder
+        tied to the input embeddings."""
         return hidden[:, -labels.shape[1]:] @ model.get_input_embeddings().weight.T

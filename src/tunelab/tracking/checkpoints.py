@@ -50,6 +50,7 @@ class StepSeed(Callback):
 
 
 def batch_seed(seed: int, epoch: int, batch_idx: int) -> int:
+    """A 63-bit seed stable across processes (Python's own str hash is salted per process)."""
     digest = hashlib.sha256(f"{seed}/{epoch}/{batch_idx}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 

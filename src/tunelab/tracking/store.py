@@ -3,8 +3,9 @@
 Parallel jobs (joblib workers, several sweeps at once) share one SQLite file. MLflow already sets a
 20 s busy timeout per session, but SQLite still answers "database is locked" at once when a reading
 transaction needs to become a writing one while another process writes, and the first writers race
-to create the schema and the experiment. So the embedded store runs in WAL mode (readers never
-block the writer), and every client tunelab hands out retries lock errors with backoff.
+to create the schema and the experiment. So the first process creates the schema under a file lock,
+the store runs in WAL mode (readers never block the writer), and every client tunelab hands out
+retries lock errors with backoff.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.utils.file_utils import ExclusiveFileLock
 from sqlalchemy.exc import SQLAlchemyError
 
 LOCK_RETRIES = 12
@@ -71,21 +73,17 @@ for _name in ("create_experiment", "get_experiment_by_name", "search_experiments
     setattr(StoreClient, _name, _retry_locked(getattr(MlflowClient, _name)))
 
 
-def _use_wal(uri: str) -> None:
+def _use_wal(db: Path) -> None:
     """Switch the embedded SQLite file to write-ahead logging (persistent, so once per file is
     enough; a no-op when already on). Local disks only, which the embedded store is meant for."""
-    path = Path(uri.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(path, timeout=30)) as conn:
+    with closing(sqlite3.connect(db, timeout=30)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
-def client_for(uri: str) -> MlflowClient:
-    """A client whose store exists: parallel first writers race to create the SQLite schema."""
+def _ready_client(uri: str) -> MlflowClient:
+    """A client whose store answers (a server may still be starting)."""
     for attempt in range(8):
         try:
-            if uri.startswith("sqlite:///"):
-                _use_wal(uri)
             client = StoreClient(uri)
             client.search_experiments(max_results=1)
             return client
@@ -94,6 +92,19 @@ def client_for(uri: str) -> MlflowClient:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def client_for(uri: str) -> MlflowClient:
+    """A client whose store exists. For the embedded store, the first process creates the schema
+    while the others wait on a file lock: MLflow migrates a new SQLite file unguarded, and two
+    processes migrating it at once lost a run (two sweeps starting together)."""
+    if not uri.startswith("sqlite:///"):
+        return _ready_client(uri)
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with ExclusiveFileLock(str(db.parent / f"{db.name}.lock")):
+        _use_wal(db)
+        return _ready_client(uri)
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:

@@ -16,8 +16,8 @@ WEIGHTS = "weights"
 
 
 def run_weights(ref: str, uri: str, cache_dir: Path) -> Path:
-    """A folder as given, or the `weights/` artifact of the MLflow run `ref` in the store at `uri`,
-    downloaded once under `cache_dir` (runs are immutable once finished, so the copy stays valid)."""
+    """A folder as given, or the `weights/` artifact of the MLflow run `ref` in the store at
+    `uri`, downloaded once under `cache_dir` (a finished run's artifacts do not change)."""
     folder = Path(ref).expanduser()
     if folder.is_dir():
         return folder.resolve()
