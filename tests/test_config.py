@@ -13,18 +13,19 @@ from tunelab.config import ConfigError, check_config
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))
-           if g not in ("experiment", "hparams_search")]
-PARTNER_MODELS = ["tiny-bert", "tiny-llama", "lstm"]
+           if g not in ("experiment", "hparams_search", "launcher", "hydra")]
+# Each option must pass the checks next to at least one partner: a model for the other groups, an
+# adapter for models (lstm trains from scratch, so only adapter=full suits it).
+PARTNERS = {"model": ["adapter=lora", "adapter=full"]}
+PARTNER_MODELS = ["model=tiny-bert", "model=tiny-llama", "model=lstm"]
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_records_its_name(group, option, tmp_path):
     errors = []
-    partners = PARTNER_MODELS if group != "model" else [None]
+    partners = PARTNERS.get(group, PARTNER_MODELS)
     for partner in partners:
-        if partner and not (CONF / "model" / f"{partner}.yaml").exists():
-            continue
-        overrides = [f"{group}={option}"] + ([f"model={partner}"] if partner else [])
+        overrides = [f"{group}={option}", partner]
         cfg = compose_cfg(overrides, tmp_path)
         assert cfg[group].name == option
         try:

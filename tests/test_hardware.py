@@ -36,7 +36,8 @@ SWEEP = ["model=tiny-bert", "trainer.max_steps=30", "trainer.max_epochs=null",
          "trainer.val_check_interval=30", "trainer.enable_progress_bar=false",
          "trainer.log_every_n_steps=1", "optim.lr=2e-3", "data.synthetic.train_size=32",
          "data.synthetic.eval_size=64", "data.batch_size=32", "data.max_length=32",
-         "++model.config.hidden_dropout_prob=0.0", "++model.config.attention_probs_dropout_prob=0.0"]
+         "++model.config.hidden_dropout_prob=0.0",
+         "++model.config.attention_probs_dropout_prob=0.0"]
 FLOAT_TOL, DROPOUT_TOL = 2e-3, 1e-2
 
 GPU_FREE = not torch.cuda.is_available()

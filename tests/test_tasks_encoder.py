@@ -67,7 +67,7 @@ def test_qa_windows_point_at_the_answer(tiny_cfg):
     raw, _, dm = _qa_features(tiny_cfg, "data.max_length=64", "task.doc_stride=16")
     examples, features = raw.splits["validation"], dm.encoded["validation"]
     windows = Counter(features["example_id"])
-    assert len(features) > len(examples) and max(windows.values()) >= 2, "long contexts are windowed"
+    assert len(features) > len(examples) and max(windows.values()) >= 2, "contexts are windowed"
     holding = set()
     for feature in features:
         example = examples[feature["example_id"]]
@@ -104,7 +104,8 @@ def test_squad_em_f1_of_known_predictions():
     metric.update(starts[2:], ends[2:], offsets[2:], torch.tensor([1, 2]))
     assert metric.predictions() == {0: "the Eiffel Tower", 1: "Paris France", 2: "south"}
     values = metric.compute()
-    # em: "the Eiffel Tower" matches after SQuAD normalisation; f1: 1, 2/3 (Paris France vs Paris), 0.
+    # em: "the Eiffel Tower" matches after SQuAD normalisation;
+    # f1: 1, 2/3 (Paris France vs Paris), 0.
     assert values["em"].item() == pytest.approx(1 / 3)
     assert values["f1"].item() == pytest.approx((1 + 2 / 3 + 0) / 3)
 
@@ -114,10 +115,11 @@ def _write_squad(path: Path, rows: list[dict]) -> None:
     paragraphs = [{"context": row["context"],
                    "qas": [{"id": row["id"], "question": row["question"],
                             "answers": [{"text": t, "answer_start": s} for t, s in
-                                        zip(row["answers"]["text"], row["answers"]["answer_start"])]}]}
+                                        zip(row["answers"]["text"],
+                                            row["answers"]["answer_start"])]}]}
                   for row in rows]
-    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]},
-                               indent=1))
+    articles = [{"title": "t", "paragraphs": paragraphs}]
+    path.write_text(json.dumps({"version": "1.1", "data": articles}, indent=1))
 
 
 def test_tiny_bert_fits_qa_on_generated_data(tiny_cfg, client):
@@ -129,7 +131,7 @@ def test_tiny_bert_fits_qa_on_generated_data(tiny_cfg, client):
     assert metrics["val/em"] <= metrics["val/f1"]
     assert result == pytest.approx(metrics["val/f1"])
     assert run.data.params["task.monitor"] == "f1" and run.data.params["task.doc_stride"] == "32"
-    assert metrics["val/loss"] < 0.8 * math.log(96), "start/end loss falls well below a uniform guess"
+    assert metrics["val/loss"] < 0.8 * math.log(96), "start/end loss well below a uniform guess"
 
 
 def test_qa_reads_squad_v11_json_files(tiny_cfg, client, tmp_path):
@@ -177,7 +179,8 @@ def test_pairs_that_cannot_work_are_rejected(overrides, key, hint, tiny_cfg):
 
 
 def first_sentence_f1(examples) -> float:
-    """The baseline a span model must beat: answer every question with its context's first sentence."""
+    """The baseline a span model must beat: answer each question with its context's first
+    sentence."""
     predicted = {i: row["context"].split(". ")[0] for i, row in enumerate(examples)}
     golds = {i: row["answers"]["text"] for i, row in enumerate(examples)}
     return squad_scores(predicted, golds)["f1"].item()

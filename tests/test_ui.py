@@ -57,6 +57,17 @@ def wait_healthy(url: str, server: subprocess.Popen) -> None:
     pytest.fail(f"mlflow ui not healthy after {STARTUP_S}s")
 
 
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (uvicorn and its workers), SIGKILL if it lingers:
+    graceful shutdown can take most of a minute on busy cores."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     """The README's `mlflow ui` run in the sweep's folder: its relative store is the sweep's."""
@@ -70,8 +81,7 @@ def ui(tmp_path_factory):
         wait_healthy(url, server)
         yield url, folder
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
         log.close()
 
 

@@ -61,22 +61,27 @@ _MERCHANTS = ["amazon", "a petrol station", "the supermarket", "an online shop",
               "uber", "the pharmacy", "my landlord"]
 _WHEN = ["yesterday", "this morning", "last week", "two days ago", "on monday", "just now"]
 _OPENERS = ["", "", "", "hi, ", "hello, ", "hey, ", "quick question: ", "please help, ", "urgent: "]
-_CLOSERS = ["", "", "", " thanks", " please", " what should i do?", " can you help?", " any idea why?"]
+_CLOSERS = ["", "", "", " thanks", " please", " what should i do?", " can you help?",
+            " any idea why?"]
 # Banking-style intents whose templates share words across intents (card, transfer, top up, fee),
 # so telling declined from lost or pending from failed needs more than one keyword.
 INTENTS = {
-    "card_lost": ["i lost my {card}", "my {card} was stolen {when}", "i can't find my {card} anywhere",
-                  "someone took my {card}, please block it",
+    "card_lost": ["i lost my {card}", "my {card} was stolen {when}",
+                  "i can't find my {card} anywhere", "someone took my {card}, please block it",
                   "how do i freeze my {card}? i think it is lost"],
     "card_arrival": ["when will my {card} arrive?", "my {card} still hasn't come in the post",
                      "how long does delivery of a {card} take",
-                     "i ordered a {card} {when} and it is not here", "is there a way to track my {card}"],
-    "card_declined": ["my {card} was declined at {merchant}", "why did {merchant} reject my {card}?",
-                      "payment with my {card} failed {when}", "my {card} doesn't work at {merchant}",
-                      "the terminal refused my {card}"],
-    "transfer_failed": ["my transfer of {amount} failed", "the {amount} i sent {when} bounced back",
+                     "i ordered a {card} {when} and it is not here",
+                     "is there a way to track my {card}"],
+    "card_declined": ["my {card} was declined at {merchant}",
+                      "why did {merchant} reject my {card}?",
+                      "payment with my {card} failed {when}",
+                      "my {card} doesn't work at {merchant}", "the terminal refused my {card}"],
+    "transfer_failed": ["my transfer of {amount} failed",
+                        "the {amount} i sent {when} bounced back",
                         "why was my transfer to {merchant} rejected",
-                        "i tried to send {amount} but it says failed", "transfer error when sending money"],
+                        "i tried to send {amount} but it says failed",
+                        "transfer error when sending money"],
     "transfer_pending": ["my transfer of {amount} is still pending",
                          "the {amount} i sent {when} has not arrived yet",
                          "how long does a transfer take to arrive",
@@ -92,32 +97,39 @@ INTENTS = {
     "top_up": ["how do i top up my account", "i want to add {amount} to my account",
                "can i top up with a {card}", "where can i load money onto my account",
                "top up by bank transfer, how?"],
-    "top_up_failed": ["my top up of {amount} failed", "i tried to top up {when} and it didn't work",
-                      "the top up was declined", "why can't i add money with my {card}",
-                      "top up did not go through"],
-    "pin_change": ["how do i change my pin", "i forgot my pin", "my pin is blocked after wrong attempts",
-                   "can i reset the pin on my {card}", "where do i set a new pin"],
-    "refund_request": ["i want a refund from {merchant}", "{merchant} owes me {amount}, how do i get it back",
+    "top_up_failed": ["my top up of {amount} failed",
+                      "i tried to top up {when} and it didn't work", "the top up was declined",
+                      "why can't i add money with my {card}", "top up did not go through"],
+    "pin_change": ["how do i change my pin", "i forgot my pin",
+                   "my pin is blocked after wrong attempts", "can i reset the pin on my {card}",
+                   "where do i set a new pin"],
+    "refund_request": ["i want a refund from {merchant}",
+                       "{merchant} owes me {amount}, how do i get it back",
                        "the refund from {merchant} hasn't shown up",
                        "how do refunds work for {card} payments",
                        "i returned an item {when} but got no refund"],
-    "cash_withdrawal_fee": ["why was i charged a fee at the atm", "is there a fee for taking out cash",
-                            "the atm took an extra {amount}", "how many free withdrawals do i get",
+    "cash_withdrawal_fee": ["why was i charged a fee at the atm",
+                            "is there a fee for taking out cash", "the atm took an extra {amount}",
+                            "how many free withdrawals do i get",
                             "cash withdrawal fees {when} seem wrong"],
     "direct_debit": ["how do i cancel a direct debit", "there is a direct debit i don't recognise",
-                     "set up a direct debit to {merchant}", "stop the direct debit from {merchant}",
+                     "set up a direct debit to {merchant}",
+                     "stop the direct debit from {merchant}",
                      "a direct debit took {amount} {when}"],
     "account_close": ["i want to close my account", "how do i delete my account",
-                      "please terminate my account", "can i cancel my account and get my {amount} back",
+                      "please terminate my account",
+                      "can i cancel my account and get my {amount} back",
                       "close everything, i'm leaving"],
     "unknown_charge": ["there is a payment to {merchant} i didn't make",
-                       "i see a charge of {amount} i don't recognise", "someone used my {card} at {merchant}",
+                       "i see a charge of {amount} i don't recognise",
+                       "someone used my {card} at {merchant}",
                        "what is this {amount} transaction from {when}",
                        "a payment i never made is on my statement"],
 }
 
 
-def intent(rng: random.Random, num_classes: int = len(INTENTS), noise: float = 0.03) -> Iterator[dict]:
+def intent(rng: random.Random, num_classes: int = len(INTENTS),
+           noise: float = 0.03) -> Iterator[dict]:
     """Customer queries from per-intent templates, slot fillers, openers and closers; the first
     `num_classes` intents, drawn uniformly, with a little label noise."""
     if not 2 <= num_classes <= len(INTENTS):
@@ -136,21 +148,23 @@ def intent(rng: random.Random, num_classes: int = len(INTENTS), noise: float = 0
 
 _FIRST = ["Marta", "Jonas", "Aiko", "Pedro", "Leila", "Tomas", "Ingrid", "Kofi", "Yara", "Dmitri",
           "Elena", "Rahul", "Sofia", "Mateo", "Hana", "Oskar"]
-_LAST = ["Lind", "Okafor", "Tanaka", "Silva", "Haddad", "Novak", "Berg", "Mensah", "Costa", "Petrov",
-         "Rossi", "Mehta", "Larsen", "Duarte", "Kim", "Weber"]
-_CITIES = ["Oslo", "Lisbon", "Kyoto", "Accra", "Porto", "Krakow", "Bergen", "Lyon", "Quito", "Tartu",
-           "Seville", "Pune", "Graz", "Malmo", "Busan", "Leeds"]
+_LAST = ["Lind", "Okafor", "Tanaka", "Silva", "Haddad", "Novak", "Berg", "Mensah", "Costa",
+         "Petrov", "Rossi", "Mehta", "Larsen", "Duarte", "Kim", "Weber"]
+_CITIES = ["Oslo", "Lisbon", "Kyoto", "Accra", "Porto", "Krakow", "Bergen", "Lyon", "Quito",
+           "Tartu", "Seville", "Pune", "Graz", "Malmo", "Busan", "Leeds"]
 _FIELDS = ["chemistry", "economics", "marine biology", "architecture", "linguistics", "mathematics",
            "mechanical engineering", "music", "medicine", "geology"]
 _PRODUCTS = ["water filters", "electric bicycles", "solar panels", "hearing aids", "board games",
              "wooden furniture", "drone parts", "organic tea", "running shoes", "weather sensors"]
 _COMPANY = ["Labs", "Works", "Systems", "Group", "Studio", "Industries"]
-_FILLER = ["The region is known for its long winters.", "Local newspapers covered the story for weeks.",
+_FILLER = ["The region is known for its long winters.",
+           "Local newspapers covered the story for weeks.",
            "Many visitors arrive every summer.", "The old harbour was rebuilt after a storm.",
            "A new railway line opened nearby.", "Critics have praised the design of its offices."]
 
 
-def _person_facts(rng: random.Random, name: str, cities: list[str], years: list[int]) -> list[tuple]:
+def _person_facts(rng: random.Random, name: str, cities: list[str],
+                  years: list[int]) -> list[tuple]:
     """(sentence, question, answer) triples about one person and the company they founded."""
     born, studied, based = cities
     birth, founded = years
@@ -181,7 +195,8 @@ def qa(rng: random.Random) -> Iterator[dict]:
         cities, years = rng.sample(_CITIES, 6), rng.sample(range(1940, 2015), 4)
         facts = [fact for i in range(2) for fact in
                  _person_facts(rng, names[i], cities[3 * i:3 * i + 3], years[2 * i:2 * i + 2])]
-        sentences = list(dict.fromkeys(sentence for sentence, _, _ in facts)) + rng.sample(_FILLER, 2)
+        sentences = list(dict.fromkeys(sentence for sentence, _, _ in facts))
+        sentences += rng.sample(_FILLER, 2)
         rng.shuffle(sentences)
         context = " ".join(sentences)
         sentence, question, answer = rng.choice(facts)

@@ -1,4 +1,4 @@
-"""Starting the ranks of a distributed job so that ranks > 0 re-enter THIS job, not the command line.
+"""Starting a distributed job's ranks so that ranks > 0 re-enter THIS job, not the command line.
 
 Lightning's DDP/FSDP launcher starts ranks > 0 by re-running `sys.argv` (for a Hydra app, plus
 `hydra.run.dir`). Under `tunelab-train -m` that re-enters the whole sweep and writes into the run
@@ -35,7 +35,7 @@ RANK_CONFIG = "rank_config.yaml"
 
 @dataclass(frozen=True)
 class RankCommand:
-    """The command line of local rank r > 0: tunelab's CLI over the job's frozen, resolved config."""
+    """The command line of local rank r > 0: tunelab's CLI on the job's frozen, resolved config."""
 
     config: DictConfig
     run_dir: Path
@@ -46,7 +46,8 @@ class RankCommand:
 
     def argv(self, local_rank: int) -> list[str]:
         return [sys.executable, "-m", "tunelab.train",
-                f"--config-path={self.run_dir.resolve()}", f"--config-name={Path(RANK_CONFIG).stem}",
+                f"--config-path={self.run_dir.resolve()}",
+                f"--config-name={Path(RANK_CONFIG).stem}",
                 f"hydra.run.dir='{self.run_dir.resolve()}'", "hydra.output_subdir=null",
                 f"hydra.job.name=rank{local_rank}"]
 

@@ -19,7 +19,7 @@ GPU_NAMES = ("gpu", "cuda")
 
 
 def accelerator(hw: DictConfig) -> str:
-    """`auto`: gpu when CUDA is visible, else cpu (Lightning's own `auto` would also take MPS/TPU)."""
+    """`auto`: gpu when CUDA is visible, else cpu (Lightning's `auto` would also pick MPS/TPU)."""
     if hw.accelerator != "auto":
         return hw.accelerator
     return "gpu" if torch.cuda.is_available() else "cpu"
@@ -86,7 +86,7 @@ def trainer_kwargs(hw: DictConfig, trainer: DictConfig, job: DictConfig | None =
         "enable_model_summary": False,
     }
     if trainer.val_check_interval is not None:
-        # An int counts optimizer steps across epochs; Lightning counts batches, so scale by accumulation.
+        # An int counts optimizer steps across epochs; Lightning counts batches (x accumulation).
         kwargs["val_check_interval"] = trainer.val_check_interval * trainer.accumulate_grad_batches
         kwargs["check_val_every_n_epoch"] = None
     return kwargs

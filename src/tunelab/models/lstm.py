@@ -20,7 +20,8 @@ class LstmConfig(PretrainedConfig):
     def __init__(self, vocab_size: int = 30522, embedding_dim: int = 128, hidden_size: int = 128,
                  num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.1,
                  pad_token_id: int = 0, **kwargs):
-        self.vocab_size, self.embedding_dim, self.hidden_size = vocab_size, embedding_dim, hidden_size
+        self.vocab_size, self.embedding_dim = vocab_size, embedding_dim
+        self.hidden_size = hidden_size
         self.num_layers, self.bidirectional, self.dropout = num_layers, bidirectional, dropout
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 

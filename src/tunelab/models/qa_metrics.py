@@ -113,6 +113,7 @@ FEATURE_KEYS = ("example_id", "offset_mapping")
 
 
 def update_spans(out, batch: dict, metrics: MetricCollection, mean) -> None:
-    """One evaluation batch of span QA: its loss into `mean`, its windows' best spans into `metrics`."""
+    """One evaluation batch of span QA: its loss into `mean`, each window's best span into
+    `metrics`."""
     mean.update(out.loss, weight=batch["input_ids"].shape[0])
     metrics.update(out.start_logits, out.end_logits, batch["offset_mapping"], batch["example_id"])

@@ -80,6 +80,8 @@ class SweepCallback(Callback):
         os.environ[SWEEP_ENV] = sweep_id
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         (sweep_dir / STATE_DIR / "jobs").mkdir(parents=True, exist_ok=True)
+        for stale in (sweep_dir / STATE_DIR / "jobs").glob("*.json"):   # a reused sweep dir
+            stale.unlink()
         (sweep_dir / STATE_DIR / "sweep_id").write_text(sweep_id)
         self._uri = tracking_uri(config.tracking.uri, config.paths.mlruns_dir)
         client = client_for(self._uri)
