@@ -80,7 +80,12 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
                                                       output_dir or run.checkpoint_dir),
                             logger=run.logger() or False, default_root_dir=output_dir,
                             callbacks=[*run.callbacks(counts), *checkpoints])
-        resume = last_checkpoint(run.checkpoint_dir) if run.status == "resumed" else None
+        # Ranks > 0 start inside fit, after rank 0 has cleared a new run's stale checkpoint or
+        # kept a resumed run's: each rank resumes from whatever checkpoint is then on disk.
+        if is_rank_zero() and run.status == "new":
+            shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+        resumes = run.status == "resumed" or not is_rank_zero()
+        resume = last_checkpoint(run.checkpoint_dir) if resumes else None
         trainer.fit(module, datamodule, ckpt_path=resume, weights_only=True)
         if module.last_val_step != trainer.global_step:
             trainer.validate(module, datamodule, verbose=False)
@@ -90,7 +95,9 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
         if trainer.is_global_zero:
             weights = Path(output_dir or run.checkpoint_dir) / "weights"
             size_mb = adapters.save_weights(module.model, weights, tokenizer)
-            run.log_metrics({"params/adapter_mb": size_mb}, step=trainer.global_step)
+            run.log_metrics({"params/adapter_mb": size_mb,
+                             "time/tokenize_seconds": datamodule.prepare_seconds},
+                            step=trainer.global_step)
             run.log_artifacts(weights, "weights")
     if trainer.is_global_zero:
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import datasets
@@ -22,24 +23,27 @@ class TuneDataModule(L.LightningDataModule):
         self.max_length, self.batch_size, self.num_workers = max_length, batch_size, num_workers
         self.cache_dir = Path(cache_dir)
         self.encoded: dict[str, datasets.Dataset] = {}
+        self.prepare_seconds = 0.0      # tokenizing, or reading the cached result
 
     def cache_key(self) -> str:
         """Same data, tokenizer, length and task columns -> same key -> tokenization is skipped."""
         tok = self.tokenizer
         spec = {"data": self.raw.digest, "task": self.task_data.fingerprint(),
                 "tokenizer": [type(tok).__name__, tok.name_or_path, len(tok),
-                              tok.padding_side, tok.truncation_side],
+                              tok.padding_side, tok.truncation_side, tok.chat_template],
                 "max_length": self.max_length}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
     def prepare_data(self) -> None:
-        self._encode()
+        if not self.encoded:
+            self._encode()
 
     def setup(self, stage: str | None = None) -> None:
         if not self.encoded:
             self._encode()
 
     def _encode(self) -> None:
+        start = time.perf_counter()
         folder = self.cache_dir / "tokenized" / self.cache_key()
         folder.mkdir(parents=True, exist_ok=True)
         for split, ds in self.raw.splits.items():
@@ -48,6 +52,7 @@ class TuneDataModule(L.LightningDataModule):
                 fn_kwargs={"tokenizer": self.tokenizer, "max_length": self.max_length},
                 cache_file_name=str(folder / f"{split}.arrow"), load_from_cache_file=True,
                 new_fingerprint=f"{self.cache_key()}-{split}", desc=f"tokenizing {split}")
+        self.prepare_seconds = time.perf_counter() - start
 
     def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
         """A DataLoader whose position and shuffle order travel in Lightning checkpoints, so a
