@@ -87,3 +87,46 @@ class StepTimer:
 def report(result: dict) -> None:
     result["peak_mem_mb"] = peak_rss_mb()
     print("BENCH_RESULT " + json.dumps(result), file=sys.stdout, flush=True)
+
+
+def parse_args():
+    """The settings every way shares, given by bench/throughput.py."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--method", choices=["full", "lora"], required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", required=True)
+    args = p.parse_args()
+    args.files = json.loads(args.data)
+    return args
+
+
+def encoded_data(files: dict, tokenizer, max_length: int):
+    """Tokenized train/test splits and the label count, the way a user would write it."""
+    from datasets import load_dataset
+
+    raw = load_dataset("csv" if files["train"].endswith(".csv") else "json",
+                       data_files={"train": files["train"], "test": files["test"]})
+    labels = sorted(raw["train"].unique(files["label"]))
+    ids = {label: i for i, label in enumerate(labels)}
+
+    def encode(batch):
+        out = tokenizer(batch[files["text"]], truncation=True, max_length=max_length)
+        out["labels"] = [ids[x] for x in batch[files["label"]]]
+        return out
+
+    return raw.map(encode, batched=True, remove_columns=raw["train"].column_names), len(labels)
+
+
+def lora_model(model):
+    """The same LoRA every way applies: rank, alpha, dropout and targets of conf/adapter/lora.yaml."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    return get_peft_model(model, LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=LORA["r"], lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"], target_modules=LORA["targets"]))

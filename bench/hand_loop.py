@@ -3,51 +3,27 @@
 from __future__ import annotations
 
 import _common  # noqa: F401  (records the process start first)
-import argparse
-import json
 import time
 
 import torch
-from datasets import load_dataset
-from peft import LoraConfig, TaskType, get_peft_model
 from torch.utils.data import DataLoader
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
                           DataCollatorWithPadding, get_linear_schedule_with_warmup)
 
-from _common import LORA, StepTimer, minilm_folder, report, seed_all
+from _common import (StepTimer, encoded_data, lora_model, minilm_folder, parse_args, report,
+                     seed_all)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--method", choices=["full", "lora"], required=True)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", required=True)
-    args = p.parse_args()
-    files = json.loads(args.data)
+    args = parse_args()
     seed_all(args.seed)
     folder = minilm_folder()
     tok = AutoTokenizer.from_pretrained(folder)
-    raw = load_dataset("csv" if files["train"].endswith(".csv") else "json",
-                       data_files={"train": files["train"], "test": files["test"]})
-    labels = sorted(raw["train"].unique(files["label"]))
-    ids = {label: i for i, label in enumerate(labels)}
-
-    def encode(batch):
-        out = tok(batch[files["text"]], truncation=True, max_length=args.max_length)
-        out["labels"] = [ids[x] for x in batch[files["label"]]]
-        return out
-
-    data = raw.map(encode, batched=True, remove_columns=raw["train"].column_names)
+    data, num_labels = encoded_data(args.files, tok, args.max_length)
     collate = DataCollatorWithPadding(tok)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(labels))
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
     if args.method == "lora":
-        model = get_peft_model(model, LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=LORA["r"], lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"], target_modules=LORA["targets"]))
+        model = lora_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     sched = get_linear_schedule_with_warmup(optim, int(0.06 * args.steps), args.steps)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import _common  # noqa: F401  (records the process start first)
-import argparse
-import json
 import tempfile
 import time
 
-from datasets import load_dataset
-from peft import LoraConfig, TaskType, get_peft_model
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
                           DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
 
-from _common import LORA, StepTimer, minilm_folder, report, seed_all
+from _common import (StepTimer, encoded_data, lora_model, minilm_folder, parse_args, report,
+                     seed_all)
 
 
 class Timing(TrainerCallback):
@@ -25,35 +22,14 @@ class Timing(TrainerCallback):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--method", choices=["full", "lora"], required=True)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", required=True)
-    args = p.parse_args()
-    files = json.loads(args.data)
+    args = parse_args()
     seed_all(args.seed)
     folder = minilm_folder()
     tok = AutoTokenizer.from_pretrained(folder)
-    raw = load_dataset("csv" if files["train"].endswith(".csv") else "json",
-                       data_files={"train": files["train"], "test": files["test"]})
-    labels = sorted(raw["train"].unique(files["label"]))
-    ids = {label: i for i, label in enumerate(labels)}
-
-    def encode(batch):
-        out = tok(batch[files["text"]], truncation=True, max_length=args.max_length)
-        out["labels"] = [ids[x] for x in batch[files["label"]]]
-        return out
-
-    data = raw.map(encode, batched=True, remove_columns=raw["train"].column_names)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(labels))
+    data, num_labels = encoded_data(args.files, tok, args.max_length)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
     if args.method == "lora":
-        model = get_peft_model(model, LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=LORA["r"], lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"], target_modules=LORA["targets"]))
+        model = lora_model(model)
     timer = StepTimer()
     # Tokens per step are counted from the padded batches the collator builds.
     collate = DataCollatorWithPadding(tok)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig, open_dict
@@ -45,6 +46,31 @@ def tiny_cfg(tmp_path):
 def client(tmp_path) -> MlflowClient:
     (tmp_path / "mlruns").mkdir(exist_ok=True)
     return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: two OpenMP threads on two busy, shared cores run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def prepared_data(cfg: DictConfig, batch_size: int = 8):
+    """The checked config and its raw splits, task data, tokenizer and a set-up datamodule."""
+    from tunelab import data, models
+    from tunelab.config import check_config
+
+    cfg = check_config(cfg)
+    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
+    task_data = data.task_data_for(raw, cfg.data, cfg.task)
+    tokenizer = models.load_tokenizer(cfg.model)
+    dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
+                             batch_size=batch_size, num_workers=0,
+                             cache_dir=Path(cfg.paths.cache_dir))
+    dm.setup()
+    return cfg, raw, task_data, tokenizer, dm
 
 
 def train_runs(client: MlflowClient, experiment: str = "tunelab", kind: str = "train"):

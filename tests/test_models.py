@@ -42,13 +42,7 @@ HUB_PRESETS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two OpenMP threads on two shared, busy cores run ~10x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("task, floor", [("sentiment", 0.75), ("intent", 0.6)])

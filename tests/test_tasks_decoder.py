@@ -13,9 +13,8 @@ import mlflow
 import pytest
 import torch
 
-from tests.conftest import train_runs
-from tunelab import adapters, data, models
-from tunelab.config import check_config
+from tests.conftest import prepared_data, train_runs
+from tunelab import adapters, models
 from tunelab.data.generative import IGNORE, end_of_turn_id
 from tunelab.models.generative import ExactMatch, GenerativeHead
 from tunelab.train import train
@@ -31,14 +30,7 @@ def _history(client, run, key: str) -> list[float]:
 
 
 def _encoded(cfg, split: str = "train"):
-    cfg = check_config(cfg)
-    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task)
-    tokenizer = models.load_tokenizer(cfg.model)
-    dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
-                             batch_size=8, num_workers=0, cache_dir=Path(cfg.paths.cache_dir))
-    dm.setup()
-    return cfg, raw, task_data, tokenizer, dm
+    return prepared_data(cfg)
 
 
 def test_instruct_batch_has_loss_on_response_tokens_only(tiny_cfg):

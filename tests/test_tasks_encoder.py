@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import train_runs
-from tunelab import data, models
+from tests.conftest import prepared_data, train_runs
+from tunelab import data
 from tunelab.config import ConfigError, check_config
 from tunelab.data import synthetic
 from tunelab.models.qa_metrics import SquadSpans, squad_scores
@@ -22,13 +22,7 @@ QA_TINY = ["task=qa", "adapter=full", "data.max_length=96", "task.doc_stride=32"
            "data.synthetic.train_size=600", "data.synthetic.eval_size=48", "optim.lr=2e-3"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two OpenMP threads on two shared, busy cores run ~10x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_generated_intents_are_many_and_balanced():
@@ -53,13 +47,7 @@ def test_tiny_bert_fits_intent(tiny_cfg, client):
 
 
 def _qa_features(tiny_cfg, *overrides: str):
-    cfg = check_config(tiny_cfg(*QA_TINY, *overrides))
-    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task)
-    tokenizer = models.load_tokenizer(cfg.model)
-    dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
-                             batch_size=8, num_workers=0, cache_dir=Path(cfg.paths.cache_dir))
-    dm.setup()
+    _, raw, task_data, _, dm = prepared_data(tiny_cfg(*QA_TINY, *overrides))
     return raw, task_data, dm
 
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tunelab.config import ConfigError
-from tunelab.data.sources import SPLIT_KEYS, RawData
+from tunelab.data.sources import SPLIT_KEYS, RawData, check_columns
 
 
 class ClassificationData:
@@ -23,12 +23,7 @@ class ClassificationData:
         wanted = {"data.text_column": self.text_column, "data.label_column": self.label_column}
         if self.pair_column:
             wanted["data.text_pair_column"] = self.pair_column
-        for split, ds in raw.splits.items():
-            where = raw.files.get(split, raw.source)
-            for key, column in wanted.items():
-                if column not in ds.column_names:
-                    raise ConfigError(key, column, f"a column of the {split} split ({where}); "
-                                                   f"it has {ds.column_names}")
+        check_columns(raw, wanted)
         train_labels = raw.splits["train"].unique(self.label_column)
         if None in train_labels:
             raise ConfigError("data.label_column", self.label_column,

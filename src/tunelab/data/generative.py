@@ -14,18 +14,9 @@ from transformers import (DataCollatorForLanguageModeling, DataCollatorForSeq2Se
 
 from tunelab.config import ConfigError
 from tunelab.data.classification import ClassificationData
-from tunelab.data.sources import RawData
+from tunelab.data.sources import RawData, check_columns
 
 IGNORE = -100   # the label index transformers' losses skip: prompt and padding tokens
-
-
-def _check_columns(raw: RawData, wanted: dict[str, str]) -> None:
-    for split, ds in raw.splits.items():
-        where = raw.files.get(split, raw.source)
-        for key, column in wanted.items():
-            if column not in ds.column_names:
-                raise ConfigError(key, column, f"a column of the {split} split ({where}); "
-                                               f"it has {ds.column_names}")
 
 
 def render(tokenizer: PreTrainedTokenizerBase, prompt: str,
@@ -82,7 +73,7 @@ class InstructData:
 
     def __init__(self, raw: RawData, data: DictConfig, task: DictConfig):
         self.prompt_column, self.response_column = data.prompt_column, data.response_column
-        _check_columns(raw, {"data.prompt_column": self.prompt_column,
+        check_columns(raw, {"data.prompt_column": self.prompt_column,
                              "data.response_column": self.response_column})
 
     def fingerprint(self) -> dict:
@@ -107,7 +98,7 @@ class LanguageModelingData:
 
     def __init__(self, raw: RawData, data: DictConfig, task: DictConfig):
         self.text_column = data.text_column
-        _check_columns(raw, {"data.text_column": self.text_column})
+        check_columns(raw, {"data.text_column": self.text_column})
 
     def fingerprint(self) -> dict:
         return {"kind": self.kind, "text": self.text_column}

@@ -32,6 +32,17 @@ class RawData:
     origins: dict[str, tuple[str, str | None]]  # split -> (Hub id or datasets builder, data file)
 
 
+def check_columns(raw: RawData, wanted: dict[str, str]) -> None:
+    """Every split has every wanted column; the error names the config key, the file and the
+    columns that do exist."""
+    for split, ds in raw.splits.items():
+        where = raw.files.get(split, raw.source)
+        for key, column in wanted.items():
+            if column not in ds.column_names:
+                raise ConfigError(key, column, f"a column of the {split} split ({where}); "
+                                               f"it has {ds.column_names}")
+
+
 def load_splits(data: DictConfig, task: DictConfig, cache_dir: Path) -> RawData:
     if data.train_file:
         raw = _from_files(data)
