@@ -166,11 +166,11 @@ def test_pairs_that_cannot_work_are_rejected(overrides, key, hint, tiny_cfg):
     assert err.value.key == key and hint in str(err.value)
 
 
-def first_sentence_f1(examples) -> float:
+def first_sentence_f1(references: dict[int, tuple[str, list[str]]]) -> float:
     """The baseline a span model must beat: answer each question with its context's first
     sentence."""
-    predicted = {i: row["context"].split(". ")[0] for i, row in enumerate(examples)}
-    golds = {i: row["answers"]["text"] for i, row in enumerate(examples)}
+    predicted = {row: context.split(". ")[0] for row, (context, _) in references.items()}
+    golds = {row: answers for row, (_, answers) in references.items()}
     return squad_scores(predicted, golds)["f1"].item()
 
 
@@ -181,8 +181,10 @@ def test_minilm_qa_beats_the_first_sentence_baseline(tiny_cfg, client, capsys):
                    "data.synthetic.train_size=2000", "data.synthetic.eval_size=200")
     train(cfg)
     [run] = train_runs(client)
-    raw = data.load_splits(check_config(cfg).data, cfg.task, Path(cfg.paths.cache_dir))
-    baseline = first_sentence_f1(raw.splits["validation"])
+    checked = check_config(cfg)
+    raw = data.load_splits(checked.data, checked.task, Path(checked.paths.cache_dir))
+    task_data = data.task_data_for(raw, checked.data, checked.task)
+    baseline = first_sentence_f1(task_data.references("validation"))
     metrics = run.data.metrics
     with capsys.disabled():
         print(f"\nminilm qa: val/f1={metrics['val/f1']:.3f} val/em={metrics['val/em']:.3f} "
