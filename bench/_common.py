@@ -130,3 +130,16 @@ def lora_model(model):
     return get_peft_model(model, LoraConfig(
         task_type=TaskType.SEQ_CLS, r=LORA["r"], lora_alpha=LORA["alpha"],
         lora_dropout=LORA["dropout"], target_modules=LORA["targets"]))
+
+
+def prepare():
+    """Arguments, tokenizer, tokenized data and the model (LoRA-wrapped when asked), seeded."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    args = parse_args()
+    seed_all(args.seed)
+    folder = minilm_folder()
+    tok = AutoTokenizer.from_pretrained(folder)
+    data, num_labels = encoded_data(args.files, tok, args.max_length)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
+    return args, tok, data, lora_model(model) if args.method == "lora" else model

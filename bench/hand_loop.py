@@ -7,23 +7,14 @@ import time
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
-                          DataCollatorWithPadding, get_linear_schedule_with_warmup)
+from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-from _common import (StepTimer, encoded_data, lora_model, minilm_folder, parse_args, report,
-                     seed_all)
+from _common import StepTimer, prepare, report
 
 
 def main() -> None:
-    args = parse_args()
-    seed_all(args.seed)
-    folder = minilm_folder()
-    tok = AutoTokenizer.from_pretrained(folder)
-    data, num_labels = encoded_data(args.files, tok, args.max_length)
+    args, tok, data, model = prepare()
     collate = DataCollatorWithPadding(tok)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
-    if args.method == "lora":
-        model = lora_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     sched = get_linear_schedule_with_warmup(optim, int(0.06 * args.steps), args.steps)

@@ -6,11 +6,9 @@ import _common  # noqa: F401  (records the process start first)
 import tempfile
 import time
 
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
-                          DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
+from transformers import (DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
 
-from _common import (StepTimer, encoded_data, lora_model, minilm_folder, parse_args, report,
-                     seed_all)
+from _common import StepTimer, prepare, report
 
 
 class Timing(TrainerCallback):
@@ -22,14 +20,7 @@ class Timing(TrainerCallback):
 
 
 def main() -> None:
-    args = parse_args()
-    seed_all(args.seed)
-    folder = minilm_folder()
-    tok = AutoTokenizer.from_pretrained(folder)
-    data, num_labels = encoded_data(args.files, tok, args.max_length)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
-    if args.method == "lora":
-        model = lora_model(model)
+    args, tok, data, model = prepare()
     timer = StepTimer()
     # Tokens per step are counted from the padded batches the collator builds.
     collate = DataCollatorWithPadding(tok)
