@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from functools import lru_cache
 
@@ -43,11 +41,13 @@ def process_start_time() -> float:
     return psutil.Process().create_time()
 
 
-def peak_memory_mb(device: torch.device) -> float:
+def memory_mb(device: torch.device) -> float:
+    """Memory in use now: allocated on a GPU, resident (RSS) on the CPU. Sampled per batch for
+    the CPU, because the process-lifetime peak (ru_maxrss) would carry earlier jobs of a sweep
+    that ran in the same process."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    return psutil.Process().memory_info().rss / 2**20
 
 
 class CostMeter(L.Callback):
@@ -63,7 +63,7 @@ class CostMeter(L.Callback):
         self.samples = self.tokens = 0
         self.seen = 0
         self.t_measure = self.t_fit = None
-        self.fit_seconds = self.startup_seconds = 0.0
+        self.fit_seconds = self.startup_seconds = self.peak_mb = 0.0
         self.eval_samples, self.t_eval = 0, 0.0
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -80,6 +80,7 @@ class CostMeter(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen += 1
+        self.peak_mb = max(self.peak_mb, memory_mb(pl_module.device))
         if self.seen == 1:
             self.startup_seconds = time.time() - process_start_time()
         if self.seen > WARMUP_BATCHES:
@@ -92,7 +93,7 @@ class CostMeter(L.Callback):
         self.fit_seconds = time.perf_counter() - self.t_fit
         metrics = {"time/fit_seconds": self.fit_seconds,
                    "time/startup_seconds": self.startup_seconds,
-                   "perf/peak_mem_mb": peak_memory_mb(pl_module.device)}
+                   "perf/peak_mem_mb": max(self.peak_mb, memory_mb(pl_module.device))}
         if self.t_measure is not None and self.samples:
             elapsed = time.perf_counter() - self.t_measure
             counts = torch.tensor([self.samples, self.tokens], dtype=torch.float64,
