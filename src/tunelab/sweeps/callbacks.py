@@ -26,7 +26,8 @@ from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from tunelab.tracking.params import mask_text
-from tunelab.tracking.store import artifact_root, client_for, experiment_id, tracking_uri
+from tunelab.tracking.store import (artifact_root, client_for, experiment_id, sweep_parent,
+                                    tracking_uri)
 
 SWEEP_ENV = "TUNELAB_SWEEP_ID"
 STATE_DIR = ".tunelab"          # inside the sweep folder: the sweep id and one record per job
@@ -90,11 +91,9 @@ class SweepCallback(Callback):
         tags = {"tunelab.run_kind": "sweep", "tunelab.sweep_id": sweep_id,
                 "tunelab.overrides": mask_text(" ".join(config.hydra.overrides.task)),
                 "tunelab.sweep_dir": str(sweep_dir), "tunelab.sweep_status": "running"}
-        earlier = client.search_runs([self._exp], f"tags.`tunelab.sweep_id` = '{sweep_id}' and "
-                                                  "tags.`tunelab.run_kind` = 'sweep'",
-                                     order_by=["attributes.start_time ASC"], max_results=1)
+        earlier = sweep_parent(client, self._exp, sweep_id)
         if earlier:
-            self._run_id = earlier[0].info.run_id
+            self._run_id = earlier
             client.update_run(self._run_id, status="RUNNING")
             client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             log.info("sweep %s: rejoining parent run %s", sweep_id, self._run_id)

@@ -26,7 +26,8 @@ from omegaconf import DictConfig
 from tunelab.tracking import params as P
 from tunelab.tracking.logger import RunLogger, StepClock
 from tunelab.tracking.perf import CostMeter
-from tunelab.tracking.store import artifact_root, client_for, experiment_id, tracking_uri
+from tunelab.tracking.store import (artifact_root, client_for, experiment_id, sweep_parent,
+                                    tracking_uri)
 
 PACKAGES = ("tunelab", "torch", "transformers", "peft", "lightning", "mlflow", "datasets",
             "hydra-core", "torchmetrics")
@@ -119,11 +120,6 @@ class TrackedRun:
         self._log_config()
         return self
 
-    def _parent_run(self, exp: str) -> str | None:
-        runs = self.client.search_runs([exp], f"tags.`tunelab.sweep_id` = '{self.sweep_id}' and "
-                                              "tags.`tunelab.run_kind` = 'sweep'", max_results=1)
-        return runs[0].info.run_id if runs else None
-
     def _tags(self, exp: str) -> dict[str, str]:
         tags = {"tunelab.run_kind": self.run_kind, "tunelab.config_hash": self.config_hash,
                 "tunelab.overrides": P.mask_text(" ".join(self.overrides)),
@@ -136,7 +132,7 @@ class TrackedRun:
             tags["tunelab.source_run"] = self.source_run
         if self.sweep_id:
             tags["tunelab.sweep_id"] = self.sweep_id
-            parent = self._parent_run(exp)
+            parent = sweep_parent(self.client, exp, self.sweep_id)
             if parent:
                 tags["mlflow.parentRunId"] = parent
         return tags
