@@ -39,6 +39,13 @@ def render(tokenizer: PreTrainedTokenizerBase, prompt: str,
     return encode(cue), encode(answer)
 
 
+def qa_prompt(question: str, context: str) -> str:
+    """The user turn a decoder answers a QA row from (task=qa, task.head=generate); training,
+    evaluation and an exported model all render a question through this one function."""
+    return (f"Answer the question with words copied from the context.\n"
+            f"Context: {context}\nQuestion: {question}")
+
+
 def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The token the template writes right after a response: where greedy generation stops."""
     _, answer = render(tokenizer, "x", "")
