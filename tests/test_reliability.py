@@ -104,7 +104,6 @@ def test_ctrl_c_ends_the_run_killed_with_a_nonzero_exit(tmp_path):
     cwd = tmp_path / "cli"
     proc = start(["tunelab-train", *RESUMABLE, "adapter=full", "trainer.max_steps=2000"], cwd)
     ckpt_path = wait_for_checkpoint(proc, cwd)
-    time.sleep(2)   # a SIGINT that lands while the checkpoint is written is lost (see the note)
     full_ckpt = ckpt_path.stat().st_size
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=300) != 0, "Ctrl-C exits non-zero"
@@ -115,6 +114,36 @@ def test_ctrl_c_ends_the_run_killed_with_a_nonzero_exit(tmp_path):
     assert "error.txt" in artifacts
     base_bytes = 4 * run.data.metrics["params/total"]
     assert full_ckpt > 2.5 * base_bytes, "full fine-tuning resumes weights and both Adam moments"
+
+
+class _InterruptsWhenCollected:
+    """An object whose finaliser sends SIGINT: Python ignores the KeyboardInterrupt raised there."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_landing_in_a_finaliser_during_a_checkpoint_write_still_stops_the_run(
+        tiny_cfg, client, monkeypatch):
+    import lightning.fabric.plugins.io.torch_io as torch_io
+    atomic_save = torch_io._atomic_save
+    saves = []
+
+    def save_then_collect_a_finaliser(checkpoint, path):
+        atomic_save(checkpoint, path)
+        saves.append(path)
+        _InterruptsWhenCollected()      # collected at once: the signal lands in its __del__
+
+    monkeypatch.setattr(torch_io, "_atomic_save", save_then_collect_a_finaliser)
+    with pytest.raises(SystemExit) as stopped:
+        train(tiny_cfg("trainer.max_steps=200", "trainer.checkpoint_every_n_steps=10"))
+    assert stopped.value.code == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handler restored"
+    [run] = train_runs(client)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["tunelab.error"].startswith("KeyboardInterrupt")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert len(saves) == 1 and max(steps) <= 20, "stopped at the next batch, not at step 200"
 
 
 def test_unknown_group_option_from_the_shell_lists_the_options(tmp_path):

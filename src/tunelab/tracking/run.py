@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from omegaconf import DictConfig
 
 from tunelab.tracking import params as P
+from tunelab.tracking.interrupts import CtrlC
 from tunelab.tracking.logger import RunLogger, StepClock
 from tunelab.tracking.perf import CostMeter
 from tunelab.tracking.store import (artifact_root, client_for, experiment_id, sweep_parent,
@@ -86,6 +87,7 @@ class TrackedRun:
         self.active = is_rank_zero()
         self.client = client_for(self.uri) if self.active else None
         self._logger: RunLogger | None = None
+        self.ctrl_c = CtrlC()
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -162,7 +164,7 @@ class TrackedRun:
         """Lightning callbacks that measure costs and keep metric steps in optimizer steps."""
         meter = CostMeter(int(counts["params/total"]), int(counts["params/trainable"]))
         logger = self.logger()
-        return [meter] + ([StepClock(logger)] if logger is not None else [])
+        return [meter, self.ctrl_c] + ([StepClock(logger)] if logger is not None else [])
 
     def _logged_steps(self) -> dict[str, int]:
         if self.status != "resumed":
@@ -212,11 +214,21 @@ class TrackedRun:
 
     # ---- closing -----------------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
+        self.ctrl_c.install()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if not self.active or self.run_id is None:
-            return False
+        self.ctrl_c.restore()
+        late = exc is None and self.ctrl_c.pressed
+        if late:    # Ctrl-C after the last batch boundary still ends the run KILLED, non-zero
+            exc_type, exc, tb = KeyboardInterrupt, KeyboardInterrupt("after the last step"), None
+        if self.active and self.run_id is not None:
+            self._close(exc_type, exc, tb)
+        if late:
+            raise exc
+        return False
+
+    def _close(self, exc_type, exc, tb) -> None:
         if self._logger is not None:
             self._logger.flush()
         if exc is None:
@@ -231,4 +243,3 @@ class TrackedRun:
             self._tag({"tunelab.error": P.mask_text(f"{exc_type.__name__}: {exc}")[:4900]})
             self.client.log_text(self.run_id, error, "error.txt")
             self.client.set_terminated(self.run_id, "KILLED" if killed else "FAILED")
-        return False
