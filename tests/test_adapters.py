@@ -169,6 +169,28 @@ def test_merged_adapter_gives_the_same_logits(method, toy_cfg):
     torch.testing.assert_close(merged_logits, unmerged, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_qa_weight_adapters_read_segment_ids_and_train_the_span_head(method, tiny_cfg, tmp_path):
+    cfg = check_config(tiny_cfg("task=qa", f"adapter={method}", "task.doc_stride=8"))
+    tokenizer = models.load_tokenizer(cfg.model)
+    net = adapters.apply_adapter(models.load_model(cfg.model, cfg.task, [], tokenizer),
+                                 cfg.adapter, cfg.model, cfg.task).eval()
+    inputs = tokenizer(["who?"], ["a context of a few words"], return_tensors="pt")
+    with torch.no_grad():
+        as_given = net(**inputs).start_logits
+        one_segment = net(**{**inputs, "token_type_ids": torch.zeros_like(inputs["input_ids"])})
+    assert not torch.allclose(as_given, one_segment.start_logits), \
+        "the question/context segment ids reach the base model"
+    trained = {name for name, param in net.named_parameters() if param.requires_grad}
+    assert any("qa_outputs" in name for name in trained), "the new span head trains"
+    size = adapters.save_weights(net, tmp_path / "weights", tokenizer)
+    reloaded = adapters.load_weights(models.load_model(cfg.model, cfg.task, [], tokenizer),
+                                     tmp_path / "weights").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).start_logits, as_given)
+    assert size > 0
+
+
 def test_virtual_token_adapters_refuse_to_merge(toy_cfg):
     cfg = check_config(toy_cfg("adapter=prefix"))
     net = adapters.apply_adapter(_fresh_model(cfg, ["animal", "colour"]), cfg.adapter, cfg.model,

@@ -81,3 +81,38 @@ def test_bad_values_fail_fast_with_key_value_and_allowed(overrides, key, allowed
     assert allowed in str(err.value)
     assert str(overrides[-1].split("=", 1)[1]) in str(err.value)
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(("model", "task", "head"), [
+    ("tiny-bert", "qa", "span"), ("tiny-llama", "qa", "generate"), ("lstm", "sentiment", "classifier"),
+    ("tiny-llama", "sentiment", "classifier"), ("tiny-bert", "lm", "lm")])
+def test_a_null_head_resolves_to_the_familys_own(model, task, head, tmp_path):
+    cfg = compose_cfg([f"model={model}", f"task={task}", "adapter=full", "task.head=null"], tmp_path)
+    assert check_config(cfg).task.head == head, "the config a run records names the head it used"
+
+
+@pytest.mark.parametrize(("overrides", "key", "allowed"), [
+    (["model=tiny-bert", "task=qa", "task.head=generate"], "task.head", "needs model=smollm2-135m"),
+    (["model=tiny-llama", "task=qa", "task.head=span"], "task.head", "needs model=minilm"),
+    (["model=tiny-llama", "task=sentiment", "task.head=span"], "task.head",
+     "one of ['classifier', 'generate']"),
+    (["model=tiny-bert", "task=lm", "task.head=generate"], "task.head", "one of ['lm']"),
+    (["model=tiny-llama", "task=qa", "task.generate_eval_samples=0"], "task.generate_eval_samples",
+     "> 0"),
+])
+def test_a_head_the_family_lacks_is_rejected(overrides, key, allowed, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        check_config(compose_cfg([*overrides, "adapter=full"], tmp_path))
+    assert err.value.key == key and allowed in str(err.value)
+    assert overrides[-1].split("=", 1)[1] in str(err.value)
+
+
+@pytest.mark.parametrize("task", ["sentiment", "intent", "qa", "lm"])
+def test_the_encoder_vs_decoder_arms_fit_every_task_both_families_serve(task, tmp_path):
+    heads = {}
+    for arm in ("encoder-classifier", "decoder-lora"):
+        cfg = compose_cfg(["experiment=encoder-vs-decoder", f"+experiment/arms={arm}",
+                           f"task={task}"], tmp_path)
+        heads[arm] = check_config(cfg).task.head
+    native = {"qa": "span", "lm": "lm"}.get(task, "classifier")
+    assert heads == {"encoder-classifier": native, "decoder-lora": "generate"}

@@ -163,10 +163,11 @@ def _free_port() -> int:
 def _serve_and_post(model_uri: str, tracking_uri: str, payload: dict) -> dict:
     """Start `mlflow models serve` on 127.0.0.1, POST to /invocations once it is up, stop it."""
     port = _free_port()
-    exe = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen([str(exe), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+    bin_dir = Path(sys.executable).parent      # mlflow execs `uvicorn` from PATH: this env's
+    proc = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri,
+                             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+                                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -185,8 +186,10 @@ def _serve_and_post(model_uri: str, tracking_uri: str, payload: dict) -> dict:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        proc.stderr.close()
 
 
 def test_eval_on_a_new_file_records_an_eval_run_matching_a_direct_computation(lab, capsys):
@@ -265,14 +268,14 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(lab, capsys, tmp_path):
     client.set_terminated(evaluation.info.run_id, "FINISHED")
     err = fails(export_main, evaluation.info.run_id)
     assert "of kind 'eval', not a training run" in err and lora in err
-    qa = client.create_run(failed.info.experiment_id, tags={"tunelab.run_kind": "train"})
+    mlm = client.create_run(failed.info.experiment_id, tags={"tunelab.run_kind": "train"})
     recorded = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{lora}/config/config.yaml"))
-    recorded["task"].update(name="qa", kind="qa")
-    client.log_text(qa.info.run_id, yaml.safe_dump(recorded), "config/config.yaml")
-    client.log_text(qa.info.run_id, json.dumps({"labels": []}), "labels.json")
-    client.log_text(qa.info.run_id, "{}", "weights/config.json")
-    client.set_terminated(qa.info.run_id, "FINISHED")
-    assert "do not support task kind 'qa'" in fails(export_main, qa.info.run_id)
+    recorded["task"].update(name="lm", kind="lm", head="lm")     # masked LM: no pipeline
+    client.log_text(mlm.info.run_id, yaml.safe_dump(recorded), "config/config.yaml")
+    client.log_text(mlm.info.run_id, json.dumps({"labels": []}), "labels.json")
+    client.log_text(mlm.info.run_id, "{}", "weights/config.json")
+    client.set_terminated(mlm.info.run_id, "FINISHED")
+    assert "writes no text (masked LM)" in fails(export_main, mlm.info.run_id)
     err = fails(export_main, prompt)
     assert "cannot be merged" in err and "--no-merge" in err
     assert export_main([prompt, "--no-merge", "--tracking-uri", uri]) == 0, "adapter export works"

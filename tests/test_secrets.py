@@ -90,3 +90,15 @@ def test_every_documented_server_command_binds_localhost():
     assert servers, "the README documents how to browse runs"
     for line in servers:
         assert re.search(r"(--host|-h)[ =]127\.0\.0\.1\b", line), line
+
+
+def test_a_secret_word_inside_a_name_is_not_masked_but_a_secret_name_is():
+    from tunelab.tracking.params import MASK, mask_text, masked
+    tree = {"model": {"config": {"num_key_value_heads": 2}, "hub_token": "abcd1234efgh"},
+            "task": {"max_new_tokens": 32}}
+    out = masked(tree)
+    assert out["model"]["config"]["num_key_value_heads"] == 2, "tiny-llama's config is rebuildable"
+    assert out["task"]["max_new_tokens"] == 32
+    assert out["model"]["hub_token"] == MASK
+    assert mask_text("model.config.num_key_value_heads=2 hub.token=abcd1234efgh") == \
+        f"model.config.num_key_value_heads=2 hub.token={MASK}"

@@ -47,15 +47,26 @@ def feedforward_modules(adapter: DictConfig, model_cfg: DictConfig) -> list[str]
     return list(adapter.feedforward_modules or model_cfg.ia3_feedforward) or None
 
 
+# transformers' name for the start/end head of every *ForQuestionAnswering model.
+QA_HEAD = "qa_outputs"
+
+
 def peft_config(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig) -> PeftConfig:
     task_type = peft_task_type(task, model_cfg.family)
+    head = {}
+    if task_type == TaskType.QUESTION_ANS and adapter.method in TARGETED:
+        # peft's PeftModelForQuestionAnswering drops token_type_ids (and position_ids) on the
+        # way to the base model for weight adapters, so a BERT-family model would train blind
+        # to which tokens are the question. The generic PeftModel passes every input through;
+        # the head it would have added to modules_to_save is named here instead.
+        task_type, head = None, {"modules_to_save": [QA_HEAD]}
     if adapter.method in ("lora", "dora"):
         return LoraConfig(task_type=task_type, r=adapter.r, lora_alpha=adapter.alpha,
                           lora_dropout=adapter.dropout, use_dora=adapter.method == "dora",
-                          target_modules=target_modules(adapter, model_cfg))
+                          target_modules=target_modules(adapter, model_cfg), **head)
     if adapter.method == "ia3":
         return IA3Config(task_type=task_type, target_modules=target_modules(adapter, model_cfg),
-                         feedforward_modules=feedforward_modules(adapter, model_cfg))
+                         feedforward_modules=feedforward_modules(adapter, model_cfg), **head)
     if adapter.method == "prefix":
         return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=adapter.num_virtual_tokens,
                                   prefix_projection=adapter.prefix_projection,

@@ -18,15 +18,20 @@ from tunelab.config.errors import ConfigError
 FAMILIES = ("encoder", "decoder", "rnn")
 TASK_KINDS = ("classification", "qa", "instruct", "lm")
 ADAPTER_METHODS = ("full", "lora", "dora", "prefix", "prompt", "ia3", "bitfit", "head")
-# Which model families can serve each task kind, and the task heads each family offers.
-# qa is extractive (a span head over the context), which encoders carry; decoders have no QA path.
-TASK_FAMILIES = {
-    "classification": ("encoder", "decoder", "rnn"),
-    "qa": ("encoder",),
-    "instruct": ("decoder",),
-    "lm": ("encoder", "decoder"),
+# The heads each model family answers each task kind with; a family missing from a kind cannot
+# serve it. The first head is the family's native one, which `task.head: null` resolves to.
+# classifier: a linear head on the pooled output (encoders, rnn) or the last token (decoders);
+# span: start/end logits over the context (extractive qa); generate: the decoder writes the answer
+# (the label's words, a qa answer, a response); lm: the family's LM head, which is also the head a
+# decoder generates with, so `generate` names it too (the decoder arm of encoder-vs-decoder).
+TASK_HEADS = {
+    "classification": {"encoder": ("classifier",), "decoder": ("classifier", "generate"),
+                       "rnn": ("classifier",)},
+    "qa": {"encoder": ("span",), "decoder": ("generate",)},
+    "instruct": {"decoder": ("generate",)},
+    "lm": {"encoder": ("lm",), "decoder": ("lm", "generate")},
 }
-HEADS = {"encoder": ("classifier", "span"), "decoder": ("classifier", "generate"), "rnn": ("classifier",)}
+TASK_FAMILIES = {kind: tuple(heads) for kind, heads in TASK_HEADS.items()}
 # A preset of each family, named in messages as what would work instead.
 FAMILY_EXAMPLES = {"encoder": "minilm", "decoder": "smollm2-135m", "rnn": "lstm"}
 
@@ -55,7 +60,7 @@ class ModelConfig:
 class TaskConfig:
     name: str
     kind: str
-    head: str = "classifier"
+    head: str | None = None     # null: the model family's native head for this kind (TASK_HEADS)
     metrics: list[str] = field(default_factory=list)
     monitor: str = "loss"
     mode: str = "min"
@@ -160,6 +165,8 @@ class DataConfig:
     max_length: int = 128
     batch_size: int = 32
     num_workers: int = 0
+    padding: str = "longest"
+    group_by_length: bool = False
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -232,9 +239,17 @@ def check_config(cfg: DictConfig) -> DictConfig:
                 raise ConfigError("adapter.method", method, f"one of {list(ADAPTER_METHODS)}")
             schema = ADAPTER_SCHEMAS[method]
         checked[group] = _bind(group, plain[group], schema)
+    _resolve_head(checked["task"], checked["model"]["family"])
     validated = OmegaConf.create(checked)
     _check_values(validated)
     return validated
+
+
+def _resolve_head(task: dict, family: str) -> None:
+    """`task.head: null` -> the family's native head, so the recorded config names the head used.
+    A family that cannot serve the task keeps null, and `_check_combination` says why."""
+    if task["head"] is None:
+        task["head"] = next(iter(TASK_HEADS.get(task["kind"], {}).get(family, ())), None)
 
 
 def _bind(group: str, node: Any, schema: type) -> dict:
@@ -297,6 +312,9 @@ def _check_values(cfg: DictConfig) -> None:
         value = data[key]
         _require(value is None or value > 0, f"data.{key}", value, "null or an integer > 0")
     _require(data.num_workers >= 0, "data.num_workers", data.num_workers, ">= 0")
+    _require(data.padding in ("longest", "max_length"), "data.padding", data.padding,
+             "one of ['longest', 'max_length'] (pad each batch to its longest row, or "
+             "every row to data.max_length)")
     _require(trainer.max_steps == -1 or trainer.max_steps > 0, "trainer.max_steps",
              trainer.max_steps, "-1 (no limit) or an integer > 0")
     _require(trainer.max_epochs is None or trainer.max_epochs > 0, "trainer.max_epochs",
@@ -336,14 +354,21 @@ def _check_combination(cfg: DictConfig) -> None:
              f"task kind {task.kind} needs a model family in {list(families)} (e.g. "
              f"{', '.join('model=' + FAMILY_EXAMPLES[f] for f in families)}); "
              f"model={model.name} is {model.family}")
-    if task.kind == "qa":
+    heads = TASK_HEADS[task.kind][model.family]
+    others = [f"model={FAMILY_EXAMPLES[f]} ({f})" for f, offered in TASK_HEADS[task.kind].items()
+              if task.head in offered and f != model.family]
+    _require(task.head in heads, "task.head", task.head,
+             f"one of {list(heads)} (null: {heads[0]}, the native one) for task kind {task.kind} on "
+             f"model={model.name} ({model.family})"
+             + (f"; {task.head} needs {' or '.join(others)}" if others else ""))
+    if task.kind == "qa" and task.head == "span":
         _require(0 < task.doc_stride < cfg.data.max_length // 2, "task.doc_stride",
                  task.doc_stride, f"an integer in [1, {cfg.data.max_length // 2}): the tokens two "
                  f"windows of data.max_length={cfg.data.max_length} share")
-    if task.kind == "classification":
-        heads = HEADS[model.family]
-        _require(task.head in heads, "task.head", task.head,
-                 f"model={model.name} ({model.family}) offers heads {list(heads)}")
+    if task.kind == "qa" and task.head == "generate":
+        _require(task.generate_eval_samples > 0, "task.generate_eval_samples",
+                 task.generate_eval_samples, "an integer > 0: generative qa scores em and f1 "
+                 "(the monitor) on that many greedy answers")
     _require(cfg.objective.aux_weight == 0 or (task.kind != "lm" and model.family != "rnn"),
              "objective.aux_weight", cfg.objective.aux_weight,
              "0 here: task=lm already trains the self-supervised objective, and rnn models have "

@@ -1,6 +1,7 @@
 """Tasks a decoder answers by writing text: `instruct` (prompt -> response through the chat
-template), `lm` (a text column for masked or next-token pretraining) and classification with
-`task.head=generate` (prompt -> the label's words).
+template), `lm` (a text column for masked or next-token pretraining), classification with
+`task.head=generate` (prompt -> the label's words) and qa with `task.head=generate` (question and
+context -> the answer's words).
 
 The prompt and the response are tokenized apart and concatenated, so the tokens a model is trained
 to write after a prompt are exactly the tokens greedy generation starts from at evaluation.
@@ -14,6 +15,7 @@ from transformers import (DataCollatorForLanguageModeling, DataCollatorForSeq2Se
 
 from tunelab.config import ConfigError
 from tunelab.data.classification import ClassificationData
+from tunelab.data.qa import QaData
 from tunelab.data.sources import RawData, check_columns
 
 IGNORE = -100   # the label index transformers' losses skip: prompt and padding tokens
@@ -41,7 +43,9 @@ def render(tokenizer: PreTrainedTokenizerBase, prompt: str,
 
 def qa_prompt(question: str, context: str) -> str:
     """The user turn a decoder answers a QA row from (task=qa, task.head=generate); training,
-    evaluation and an exported model all render a question through this one function."""
+    evaluation and an exported model all render a question through this one function. The question
+    comes last: a prompt too long for data.max_length loses its start (`supervised_example`), so
+    the instruction and the context's start go first and the question is always kept."""
     return (f"Answer the question with words copied from the context.\n"
             f"Context: {context}\nQuestion: {question}")
 
@@ -139,6 +143,33 @@ class GenerateClassificationData(ClassificationData):
                 for text, label in zip(texts, batch[self.label_column])]
         encoded = {key: [row[key] for row in rows] for key in rows[0]}
         encoded["class_label"] = [self.label_ids[label] for label in batch[self.label_column]]
+        return encoded
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq:
+        return _supervised_collator(tokenizer)
+
+
+class GenerateQaData(QaData):
+    """QA answered by a decoder writing the answer after `qa_prompt(question, context)`: the rows
+    are QaData's (same formats, normalisation and checks), each one supervised example whose
+    response is the first gold answer, with the loss on its tokens only. An unanswerable row
+    (SQuAD v2) teaches the empty answer: the end-of-turn marker alone, which scores as "" against
+    its gold "". Rows carry `example_id`, so em and f1 score each greedy answer against every gold
+    answer of its row."""
+
+    kind = "qa-generate"
+
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "columns": self.columns,
+                "prompt": qa_prompt("{question}", "{context}")}
+
+    def encode(self, batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
+        rows = [supervised_example(*render(tokenizer, qa_prompt(question.strip(), context),
+                                           (answers["text"] or [""])[0]), max_length)
+                for question, context, answers in zip(batch["question"], batch["context"],
+                                                       batch["answers"])]
+        encoded = {key: [row[key] for row in rows] for key in rows[0]}
+        encoded["example_id"] = batch["row"]
         return encoded
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq:

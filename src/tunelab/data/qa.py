@@ -1,8 +1,10 @@
-"""Extractive span QA: SQuAD-format rows, windows over long contexts, start/end labels, collation.
+"""Extractive span QA (task.head=span): SQuAD-format rows, windows over long contexts, start/end
+labels, collation.
 
 Every split is first normalised to SQuAD's flat form (`id`, `question`, `context`, `answers` with
 `text` and `answer_start` lists, plus the row index the metric groups windows by), whether it came
 as a nested SQuAD v1.1/v2 JSON file, a flat file with an answer-text column, or generated rows.
+Generative QA (task.head=generate, `data.generative.GenerateQaData`) starts from the same rows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import datasets
 import torch
 from omegaconf import DictConfig
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from tunelab.config import ConfigError
 from tunelab.data.sources import SPLIT_KEYS, RawData
@@ -73,32 +75,14 @@ class QaData:
     def encode(self, batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
         """One feature per window of `max_length` tokens; windows overlap by `task.doc_stride`
         tokens, and a window that does not hold the whole answer points at CLS (index 0)."""
-        if not tokenizer.is_fast:
-            raise ConfigError("model.tokenizer", tokenizer.name_or_path,
-                              "a fast tokenizer (task=qa maps tokens back to characters)")
-        questions = [q.strip() for q in batch["question"]]
-        right = tokenizer.padding_side == "right"
-        pair = (questions, batch["context"]) if right else (batch["context"], questions)
-        try:
-            encoded = tokenizer(*pair, truncation="only_second" if right else "only_first",
-                                max_length=max_length, stride=self.task.doc_stride,
-                                return_overflowing_tokens=True, return_offsets_mapping=True)
-        except Exception as err:  # noqa: BLE001 - tokenizers reports a too-long question this way
-            raise ConfigError("task.doc_stride", self.task.doc_stride,
-                              f"a stride that leaves room for context in data.max_length="
-                              f"{max_length} tokens after the question ({err})") from None
-        context_id = 1 if right else 0
-        starts, ends, rows, offsets = [], [], [], []
-        for i, sample in enumerate(encoded.pop("overflow_to_sample_mapping")):
-            sequence = encoded.sequence_ids(i)
-            window = [tuple(o) if sequence[k] == context_id else NO_OFFSET
-                      for k, o in enumerate(encoded["offset_mapping"][i])]
+        encoded, samples = windows(tokenizer, batch["question"], batch["context"], max_length,
+                                   self.task.doc_stride)
+        starts, ends, rows = [], [], []
+        for window, sample in zip(encoded["offset_mapping"], samples):
             start, end = _span_labels(window, batch["answers"][sample])
             starts.append(start)
             ends.append(end)
             rows.append(batch["row"][sample])
-            offsets.append(window)
-        encoded["offset_mapping"] = offsets
         encoded.update(start_positions=starts, end_positions=ends, example_id=rows)
         return encoded
 
@@ -106,16 +90,47 @@ class QaData:
         return QaCollator(tokenizer)
 
 
+def windows(tokenizer: PreTrainedTokenizerBase, questions: list[str], contexts: list[str],
+            max_length: int, doc_stride: int) -> tuple[BatchEncoding, list[int]]:
+    """Question/context pairs as windows of `max_length` tokens overlapping by `doc_stride`: the
+    encoding (one row per window, `offset_mapping` holding character offsets in the context and
+    NO_OFFSET elsewhere) and the index of the pair each window came from. Training and an exported
+    model window contexts through this one function."""
+    if not tokenizer.is_fast:
+        raise ConfigError("model.tokenizer", tokenizer.name_or_path,
+                          "a fast tokenizer (task=qa maps tokens back to characters)")
+    questions = [q.strip() for q in questions]
+    right = tokenizer.padding_side == "right"
+    pair = (questions, contexts) if right else (contexts, questions)
+    try:
+        encoded = tokenizer(*pair, truncation="only_second" if right else "only_first",
+                            max_length=max_length, stride=doc_stride,
+                            return_overflowing_tokens=True, return_offsets_mapping=True)
+    except Exception as err:  # noqa: BLE001 - tokenizers reports a too-long question this way
+        raise ConfigError("task.doc_stride", doc_stride,
+                          f"a stride that leaves room for context in data.max_length="
+                          f"{max_length} tokens after the question ({err})") from None
+    context_id = 1 if right else 0
+    samples = encoded.pop("overflow_to_sample_mapping")
+    encoded["offset_mapping"] = [
+        [tuple(o) if sequence == context_id else NO_OFFSET
+         for sequence, o in zip(encoded.sequence_ids(i), encoded["offset_mapping"][i])]
+        for i in range(len(samples))]
+    return encoded, samples
+
+
 @dataclass
 class QaCollator:
     """Pads token columns with the tokenizer and offsets with NO_OFFSET on the same side."""
 
     tokenizer: PreTrainedTokenizerBase
+    pad_to_multiple_of: int | None = None    # data.padding=max_length sets data.max_length
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         offsets = [f["offset_mapping"] for f in features]
         batch = self.tokenizer.pad([{k: v for k, v in f.items() if k != "offset_mapping"}
-                                    for f in features], return_tensors="pt")
+                                    for f in features], return_tensors="pt",
+                                   pad_to_multiple_of=self.pad_to_multiple_of)
         width = batch["input_ids"].shape[1]
         padded = torch.full((len(features), width, 2), NO_OFFSET[0], dtype=torch.long)
         for i, window in enumerate(offsets):

@@ -6,7 +6,7 @@ exactly what `tunelab-eval` measured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -41,13 +41,21 @@ def build_net(cfg: DictConfig, labels: list[str], weights: Path,
 
 @dataclass
 class TextClassifier:
-    """Texts (and optional second texts) -> logits, or the predicted label and its probability."""
+    """Texts (and optional second texts) -> logits, or the predicted label and its probability.
+    Inputs: the run's `data.text_column` (and `data.text_pair_column`); outputs `label`, `score`."""
 
     net: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     labels: list[str]
     max_length: int
+    text_column: str = "text"
+    pair_column: str | None = None
     batch_size: int = 32
+    model_type: str = "text-classification"
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.inputs = [self.text_column, *([self.pair_column] if self.pair_column else [])]
 
     @torch.no_grad()
     def logits(self, texts: list[str], pairs: list[str] | None = None) -> torch.Tensor:
@@ -60,8 +68,12 @@ class TextClassifier:
             chunks.append(self.net(**encoded).logits.float())
         return torch.cat(chunks) if chunks else torch.empty(0, len(self.labels))
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
-        return self.frame(self.logits(texts, pairs))
+    def texts(self, frame: pd.DataFrame) -> tuple[list[str], list[str] | None]:
+        pairs = [str(t) for t in frame[self.pair_column]] if self.pair_column else None
+        return [str(t) for t in frame[self.text_column]], pairs
+
+    def predict(self, frame: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return self.frame(self.logits(*self.texts(frame)))
 
     def frame(self, logits: torch.Tensor) -> pd.DataFrame:
         """`label` (a name from labels.json) and `score` (its softmax probability) per row."""

@@ -16,9 +16,22 @@ from collections.abc import Callable
 from tunelab.config import ConfigError
 from tunelab.deploy.evaluate import evaluate
 from tunelab.deploy.export import export
-from tunelab.deploy.predict import frame_for_texts, load, predict_frame, read_table, write_table
-from tunelab.deploy.runs import (DeployError, best_run, connect, finished_train_run,
-                                 lower_is_better, metric_key)
+from tunelab.deploy.predict import (
+    frame_for_texts,
+    load,
+    model_params,
+    predict_frame,
+    read_table,
+    write_table,
+)
+from tunelab.deploy.runs import (
+    DeployError,
+    best_run,
+    connect,
+    finished_train_run,
+    lower_is_better,
+    metric_key,
+)
 
 STORE_HELP = "MLflow tracking URI (default: the embedded store, sqlite under ./mlruns/)"
 
@@ -40,7 +53,9 @@ def eval_main(argv: list[str] | None = None) -> int:
         "own data or a new labelled file; record the metrics on a new `eval` run.")
     parser.add_argument("run_id", metavar="RUN_ID")
     parser.add_argument("--data-file", help="labelled .csv/.tsv/.json/.jsonl/.parquet with the "
-                                            "run's text and label columns")
+                                            "columns the run trained on (text and label; "
+                                            "question, context and answer, or a SQuAD JSON "
+                                            "file; prompt and response; text for lm)")
     parser.add_argument("--split", default="test", help="split of the run's own data (default: "
                                                         "test); ignored with --data-file")
     parser.add_argument("--tracking-uri", help=STORE_HELP)
@@ -103,15 +118,21 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-file", help="rows to predict (.csv/.tsv/.jsonl/.json/.parquet)")
     parser.add_argument("--output-file", help="where predictions go (same formats; default: "
                                               "JSON lines on stdout)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a per-request param the model declares, e.g. max_new_tokens=64 "
+                             "for text generation (repeatable)")
     parser.add_argument("--tracking-uri", help=STORE_HELP)
     args = parser.parse_args(argv)
     if bool(args.texts) == bool(args.input_file):
         parser.error("give either TEXT... or --input-file F")
+    if any("=" not in p for p in args.param):
+        parser.error("--param takes KEY=VALUE")
 
     def body() -> None:
         connect(args.tracking_uri)
         model = load(args.model_uri)
         frame = read_table(args.input_file) if args.input_file else \
             frame_for_texts(model, args.texts)
-        write_table(predict_frame(model, frame), args.output_file)
+        params = model_params(model, dict(p.split("=", 1) for p in args.param))
+        write_table(predict_frame(model, frame, params), args.output_file)
     return _guarded(parser.prog, body)

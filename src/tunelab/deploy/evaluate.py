@@ -1,10 +1,19 @@
 """`tunelab-eval`: a finished training run's weights scored on a split of its own data or on a new
 labelled file, recorded as a new run of kind `eval` in the same experiment.
 
-Metrics are the task's own, computed with the same torchmetrics objects as training, under an
-`eval/` prefix whatever the split (`eval/acc`, `eval/f1`, fractions in [0, 1], and `eval/loss`);
-the param `eval.split` or `eval.data_file` says what was scored, and `predictions.jsonl` holds
-every row's gold label, prediction and score. The training run is never written to.
+Predictions come from the task pipeline an export serves (tunelab.deploy.pipeline), and metrics
+are the task's own, computed as training computed them, under an `eval/` prefix whatever the
+split (fractions in [0, 1]):
+
+- classification: `eval/acc`, `eval/f1`, `eval/loss` (cross-entropy; with head=generate the
+  label tokens' loss, training's val/loss).
+- qa: `eval/em`, `eval/f1` (SQuAD-normalised, against every gold answer of a question); decoder
+  QA adds `eval/ppl` and `eval/loss` over answer tokens.
+- instruct: `eval/em` (greedy answers of every row, not only task.generate_eval_samples of them),
+  `eval/ppl`, `eval/loss` over response tokens. lm (decoders): `eval/ppl`, `eval/loss`.
+
+The param `eval.split` or `eval.data_file` says what was scored, and `predictions.jsonl` holds
+every row's reference and prediction. The training run is never written to.
 """
 
 from __future__ import annotations
@@ -18,20 +27,50 @@ from pathlib import Path
 
 import datasets
 import mlflow
+import pandas as pd
 import torch
 from mlflow import MlflowClient
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
 
 from tunelab import data
-from tunelab.data.sources import FILE_BUILDERS
-from tunelab.deploy.classifier import TextClassifier, build_net, load_trained_tokenizer
+from tunelab.data.sources import FILE_BUILDERS, RawData
+from tunelab.deploy.classifier import TextClassifier
+from tunelab.deploy.generation import LabelScorer, TextGenerator
+from tunelab.deploy.pipeline import Pipeline, load_pipeline
+from tunelab.deploy.qa import SpanReader, allows_null
 from tunelab.deploy.runs import DeployError, TrainedRun
+from tunelab.models.generative import ExactMatch, GenerativeHead, generative_metrics
 from tunelab.models.module import task_metrics
+from tunelab.models.qa_metrics import squad_scores
 from tunelab.tracking.params import config_hash
 
 log = logging.getLogger("tunelab")
+
+
+def file_columns(trained: TrainedRun, rows: datasets.Dataset) -> dict[str, str]:
+    """The config keys and column names a labelled file needs for the run's task (a SQuAD JSON
+    file, nested under `data`, needs none)."""
+    columns, task = trained.cfg.data, trained.cfg.task
+    if task.kind == "classification":
+        wanted = {"data.text_column": columns.text_column,
+                  "data.label_column": columns.label_column}
+        if columns.text_pair_column:
+            wanted["data.text_pair_column"] = columns.text_pair_column
+        return wanted
+    if task.kind == "qa":
+        if "data" in rows.column_names and columns.context_column not in rows.column_names:
+            return {}
+        return {"data.question_column": columns.question_column,
+                "data.context_column": columns.context_column,
+                "data.answer_column": columns.answer_column}
+    if task.kind == "instruct":
+        return {"data.prompt_column": columns.prompt_column,
+                "data.response_column": columns.response_column}
+    return {"data.text_column": columns.text_column}
 
 
 @dataclass
@@ -43,6 +82,8 @@ class EvalData:
     file: str | None
     digest: str
     name: str                   # the split, or the file's name
+    task_data: object | None = None     # the task's encoder bound to these rows (not classification)
+    allow_null: bool = False    # qa: the run's training data had unanswerable questions
 
     @classmethod
     def from_split(cls, trained: TrainedRun, split: str) -> EvalData:
@@ -57,7 +98,11 @@ class EvalData:
             log.warning("the data read now differs from what run %s read when it trained",
                         trained.run_id)
         builder, file = raw.origins[split]
-        return cls(raw.splits[split], builder, file, raw.digest, split)
+        if cfg.task.kind == "classification" and cfg.task.head != "generate":
+            return cls(raw.splits[split], builder, file, raw.digest, split)
+        task_data = data.task_data_for(raw, cfg.data, cfg.task)     # qa rows come normalised
+        return cls(raw.splits[split], builder, file, raw.digest, split, task_data,
+                   bool(getattr(task_data, "with_negatives", False)))
 
     @classmethod
     def from_file(cls, trained: TrainedRun, path: str) -> EvalData:
@@ -74,10 +119,7 @@ class EvalData:
         except Exception as err:  # noqa: BLE001 - datasets raises many types for unreadable files
             raise DeployError(f"--data-file {path}: not a readable {file.suffix} file ({err})") \
                 from None
-        wanted = {"data.text_column": trained.cfg.data.text_column,
-                  "data.label_column": trained.cfg.data.label_column}
-        if trained.cfg.data.text_pair_column:
-            wanted["data.text_pair_column"] = trained.cfg.data.text_pair_column
+        wanted = file_columns(trained, rows)
         missing = {key: col for key, col in wanted.items() if col not in rows.column_names}
         if missing:
             raise DeployError(f"--data-file {path} lacks the column(s) "
@@ -87,7 +129,16 @@ class EvalData:
         if len(rows) == 0:
             raise DeployError(f"--data-file {path} has no rows")
         digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        return cls(rows, builder, str(file.resolve()), digest, file.name)
+        cfg, where = trained.cfg, str(file.resolve())
+        if cfg.task.kind == "classification" and cfg.task.head != "generate":
+            return cls(rows, builder, where, digest, file.name)
+        # The task's own checks and normalisation (SQuAD nesting, answer starts) read the file as
+        # they read a train split; gold labels are checked against the run's (gold_ids).
+        raw = RawData(datasets.DatasetDict({"train": rows}), digest, where, {"train": where},
+                      {"train": (builder, where)})
+        task_data = data.task_data_for(raw, cfg.data, cfg.task)
+        null = cfg.task.kind == "qa" and cfg.task.head != "generate" and allows_null(cfg)
+        return cls(raw.splits["train"], builder, where, digest, file.name, task_data, null)
 
 
 def gold_ids(trained: TrainedRun, rows: datasets.Dataset) -> torch.Tensor:
@@ -101,11 +152,90 @@ def gold_ids(trained: TrainedRun, rows: datasets.Dataset) -> torch.Tensor:
     return torch.tensor([index[g] for g in gold])
 
 
-def score(trained: TrainedRun, logits: torch.Tensor, gold: torch.Tensor) -> dict[str, float]:
+@dataclass
+class Scored:
+    metrics: dict[str, float]
+    predictions: pd.DataFrame | None
+
+
+def token_metrics(trained: TrainedRun, pipeline: Pipeline, source: EvalData,
+                  references: list[str] | None = None) -> dict[str, float]:
+    """A decoder's `eval/loss` (and `eval/ppl` when the task writes free text) over the rows as
+    its validation computed them: the task's encoding, batches of `data.batch_size`, and
+    GenerativeHead's forward and eval step. Appends each row's decoded reference answer to
+    `references` (what em compares with, as in training)."""
+    cfg, tokenizer = trained.cfg, pipeline.tokenizer
+    task = OmegaConf.merge(cfg.task, {"generate_eval_samples": 0})  # answers come from pipeline
+    head = GenerativeHead(task, tokenizer, "decoder", cfg.objective, trained.labels)
+    encoded = source.rows.map(source.task_data.encode, batched=True,
+                              remove_columns=source.rows.column_names,
+                              fn_kwargs={"tokenizer": tokenizer,
+                                         "max_length": cfg.data.max_length})
+    loader = DataLoader(encoded, batch_size=int(cfg.data.batch_size),
+                        collate_fn=source.task_data.collator(tokenizer))
+    metrics, mean = generative_metrics(task, len(trained.labels)), MeanMetric()
+    classify = task.kind == "classification"
+    with torch.no_grad():
+        for batch in loader:
+            if classify:    # eval_step would also score every label again
+                out = head.forward(pipeline.net, batch, deterministic=True)
+                mean.update(out.loss, weight=batch["input_ids"].shape[0])
+            else:
+                head.eval_step(pipeline.net, batch, metrics, mean)
+            if references is not None:
+                references += head.references(batch, batch["input_ids"].shape[0])
+    values = {"eval/loss": float(mean.compute())}
+    if not classify:
+        values["eval/ppl"] = float(metrics["ppl"].compute())
+    return values
+
+
+def score_classification(trained: TrainedRun, pipeline: TextClassifier,
+                         source: EvalData) -> Scored:
+    gold = gold_ids(trained, source.rows)
+    frame = source.rows.to_pandas()
+    logits = pipeline.logits(*pipeline.texts(frame))
     metrics = task_metrics(trained.cfg.task, len(trained.labels))
     values = {f"eval/{k}": float(v) for k, v in metrics(logits.argmax(-1), gold).items()}
-    values["eval/loss"] = float(torch.nn.functional.cross_entropy(logits, gold))
-    return values
+    if isinstance(pipeline, LabelScorer):
+        values.update(token_metrics(trained, pipeline, source))
+    else:
+        values["eval/loss"] = float(torch.nn.functional.cross_entropy(logits, gold))
+    predictions = pipeline.frame(logits)
+    predictions.insert(0, "gold", [trained.labels[i] for i in gold.tolist()])
+    predictions.insert(0, "text", frame[pipeline.text_column].astype(str).tolist())
+    return Scored(values, predictions)
+
+
+def score_qa(trained: TrainedRun, pipeline: SpanReader | TextGenerator,
+             source: EvalData) -> Scored:
+    rows = source.rows
+    frame = pd.DataFrame(dict(zip(pipeline.inputs, (rows["question"], rows["context"]))))
+    predictions = pipeline.predict(frame)
+    golds = [answers["text"] for answers in rows["answers"]]
+    scores = squad_scores(dict(enumerate(predictions["answer"])), dict(enumerate(golds)))
+    values = {f"eval/{k}": float(v) for k, v in scores.items()}
+    if isinstance(pipeline, TextGenerator):
+        values.update(token_metrics(trained, pipeline, source))
+    predictions.insert(0, "gold", golds)
+    predictions.insert(0, "question", rows["question"])
+    predictions.insert(0, "id", rows["id"])
+    return Scored(values, predictions)
+
+
+def score_generation(trained: TrainedRun, pipeline: TextGenerator, source: EvalData) -> Scored:
+    if trained.cfg.task.kind == "lm":
+        return Scored(token_metrics(trained, pipeline, source), None)
+    references: list[str] = []
+    values = token_metrics(trained, pipeline, source, references)
+    frame = source.rows.to_pandas()
+    answers = pipeline.generate(pipeline.prompt_ids(frame))
+    em = ExactMatch()
+    em.update(answers, references)
+    values["eval/em"] = float(em.compute())
+    prompts = frame[pipeline.inputs[0]].astype(str).tolist()
+    return Scored(values, pd.DataFrame({"prompt": prompts, "reference": references,
+                                        "response": answers}))
 
 
 def evaluate(client: MlflowClient, run: Run, split: str = "test",
@@ -115,27 +245,22 @@ def evaluate(client: MlflowClient, run: Run, split: str = "test",
         trained = TrainedRun.fetch(client, run, Path(tmp))
         source = EvalData.from_file(trained, data_file) if data_file else \
             EvalData.from_split(trained, split)
-        gold = gold_ids(trained, source.rows)
-        tokenizer = load_trained_tokenizer(trained.weights)
-        net = build_net(trained.cfg, trained.labels, trained.weights, tokenizer,
-                        trained.base_weights)
-        classifier = TextClassifier(net, tokenizer, trained.labels, trained.cfg.data.max_length)
-        columns = trained.cfg.data
-        texts = [str(t) for t in source.rows[columns.text_column]]
-        pairs = [str(t) for t in source.rows[columns.text_pair_column]] \
-            if columns.text_pair_column else None
-        logits = classifier.logits(texts, pairs)
-    predictions = classifier.frame(logits)
-    predictions.insert(0, "gold", [trained.labels[i] for i in gold.tolist()])
-    predictions.insert(0, "text", texts)
-    params = {"eval.source_run": trained.run_id, "eval.samples": len(gold),
+        pipeline = load_pipeline(trained.cfg, trained.labels, trained.weights,
+                                 trained.base_weights, source.allow_null)
+        kind = trained.cfg.task.kind
+        scorer = {"classification": score_classification, "qa": score_qa}.get(kind,
+                                                                              score_generation)
+        scored = scorer(trained, pipeline, source)
+    params = {"eval.source_run": trained.run_id, "eval.samples": len(source.rows),
               **({"eval.data_file": source.file} if data_file else {"eval.split": split})}
-    return record(client, trained, source, score(trained, logits, gold), params,
-                  predictions.to_json(orient="records", lines=True))
+    predictions = None if scored.predictions is None else \
+        scored.predictions.to_json(orient="records", lines=True, force_ascii=False)
+    return record(client, trained, source, scored.metrics, params, predictions)
 
 
 def record(client: MlflowClient, trained: TrainedRun, source: EvalData,
-           metrics: dict[str, float], params: dict[str, object], predictions: str) -> Run:
+           metrics: dict[str, float], params: dict[str, object],
+           predictions: str | None) -> Run:
     """A new `eval` run beside the training run, linked to it by `tunelab.source_run`."""
     tags = {"tunelab.run_kind": "eval", "tunelab.source_run": trained.run_id,
             "tunelab.source_config_hash": trained.run.data.tags.get("tunelab.config_hash", "")}
@@ -146,7 +271,8 @@ def record(client: MlflowClient, trained: TrainedRun, source: EvalData,
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
                          params=[Param(k, str(v)) for k, v in params.items()])
-        client.log_text(run_id, predictions, "predictions.jsonl")
+        if predictions is not None:
+            client.log_text(run_id, predictions, "predictions.jsonl")
         hf_source = HuggingFaceDatasetSource(path=source.builder, data_files=source.file,
                                              split=source.name)
         entry = mlflow.data.from_huggingface(source.rows, source=hf_source,

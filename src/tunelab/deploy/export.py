@@ -16,21 +16,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from tunelab import adapters
-from tunelab.deploy.classifier import TextClassifier, build_net, load_trained_tokenizer
-from tunelab.deploy.pyfunc import TunelabTextClassifier
+from tunelab.deploy.classifier import build_net, load_trained_tokenizer
+from tunelab.deploy.pipeline import Pipeline, input_example, make_pipeline
+from tunelab.deploy.pyfunc import TunelabModel
+from tunelab.deploy.qa import allows_null, reads_token_types
 from tunelab.deploy.runs import DeployError, TrainedRun
 
 log = logging.getLogger("tunelab")
 
 REQUIREMENTS = ("tunelab", "torch", "transformers", "peft", "mlflow", "omegaconf", "pandas")
-EXAMPLE_TEXTS = ("an example sentence to classify", "another example, to show a batch")
 
 
 @dataclass
@@ -68,60 +68,60 @@ def _requirements() -> list[str]:
     return pins
 
 
-def _weights_to_log(trained: TrainedRun, merge: bool, folder: Path) -> tuple[Path, TextClassifier]:
-    """The weights folder the model will carry, and the classifier it loads as (for the example)."""
+def _weights_to_log(trained: TrainedRun, merge: bool, folder: Path,
+                    allow_null: bool) -> tuple[Path, Pipeline]:
+    """The weights folder the model will carry, and the pipeline it loads as (for the example)."""
     if trained.is_adapter and not merge and trained.base_weights is not None:
         raise DeployError(f"run {trained.run_id} trained its adapter on the weights of run "
                           f"{trained.cfg.model.init_from} (model.init_from), which a served model "
                           "cannot rebuild offline; export it merged")
     tokenizer = load_trained_tokenizer(trained.weights)
     net = build_net(trained.cfg, trained.labels, trained.weights, tokenizer, trained.base_weights)
-    max_length = trained.cfg.data.max_length
     if not trained.is_adapter:
         log.info("run %s saved the whole model (adapter=%s): nothing to merge",
                  trained.run_id, trained.cfg.adapter.name)
     if not merge or not trained.is_adapter:
-        return trained.weights, TextClassifier(net, tokenizer, trained.labels, max_length)
+        return trained.weights, make_pipeline(trained.cfg, trained.labels, net, tokenizer,
+                                              allow_null)
     try:
         merged = adapters.merge(net)
     except ValueError as err:
         raise DeployError(f"run {trained.run_id} (adapter={trained.cfg.adapter.name}) cannot be "
                           f"merged: {err} (tunelab-export --no-merge does that: the adapter "
                           "on its recorded base)") from None
+    token_types = reads_token_types(net)
     merged.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    return folder, TextClassifier(merged, tokenizer, trained.labels, max_length)
-
-
-def _example(trained: TrainedRun) -> pd.DataFrame:
-    columns = {trained.cfg.data.text_column: list(EXAMPLE_TEXTS)}
-    if trained.cfg.data.text_pair_column:
-        columns[trained.cfg.data.text_pair_column] = list(EXAMPLE_TEXTS[::-1])
-    return pd.DataFrame(columns)
+    return folder, make_pipeline(trained.cfg, trained.labels, merged, tokenizer, allow_null,
+                                 token_types)
 
 
 def log_model(client: MlflowClient, run: Run, merge: bool) -> Exported:
     """Log the run's model as a READY LoggedModel; a failure leaves it FAILED, never half-READY."""
     with tempfile.TemporaryDirectory(prefix="tunelab-export-") as tmp:
         trained = TrainedRun.fetch(client, run, Path(tmp))
-        weights, classifier = _weights_to_log(trained, merge, Path(tmp) / "merged" / "weights")
+        cfg = trained.cfg
+        allow_null = cfg.task.kind == "qa" and cfg.task.head != "generate" and \
+            allows_null(cfg)
+        weights, pipeline = _weights_to_log(trained, merge, Path(tmp) / "merged" / "weights",
+                                            allow_null)
         merged = merge and trained.is_adapter
-        example = _example(trained)
-        pair = trained.cfg.data.text_pair_column
-        output = classifier.predict(example[trained.cfg.data.text_column].tolist(),
-                                    example[pair].tolist() if pair else None)
+        example = input_example(pipeline)
+        output = pipeline.predict(example)
         model = mlflow.initialize_logged_model(
             name=f"{run.info.run_name or run.info.run_id}{'-merged' if merged else ''}",
             source_run_id=run.info.run_id, experiment_id=run.info.experiment_id,
-            tags=lineage_tags(trained, merged), model_type="text-classification")
+            tags=lineage_tags(trained, merged), model_type=pipeline.model_type)
         try:
             mlflow.pyfunc.log_model(
-                name=model.name, model_id=model.model_id, python_model=TunelabTextClassifier(),
+                name=model.name, model_id=model.model_id, python_model=TunelabModel(),
                 artifacts={"weights": str(weights),
                            "config": str(trained.config_file),
                            "labels": str(trained.labels_file)},
-                signature=infer_signature(example, output), input_example=example,
-                pip_requirements=_requirements())
+                model_config={"allow_null": allow_null,
+                              "token_types": getattr(pipeline, "token_types", True)},
+                signature=infer_signature(example, output, params=pipeline.params or None),
+                input_example=example, pip_requirements=_requirements())
         except BaseException:
             mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
             raise

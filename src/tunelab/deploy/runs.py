@@ -14,11 +14,12 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from tunelab import adapters
+from tunelab.deploy.pipeline import unsupported
+from tunelab.tracking.params import MASK
 from tunelab.tracking.store import client_for, tracking_uri
 from tunelab.tracking.weights import run_weights
 
 LOWER_IS_BETTER = ("loss", "ppl")
-SUPPORTED_KINDS = ("classification",)
 
 
 class DeployError(ValueError):
@@ -134,8 +135,12 @@ class TrainedRun:
         return trained
 
     def require_supported(self) -> None:
-        task = self.cfg.task
-        if task.kind not in SUPPORTED_KINDS or task.get("head", "classifier") != "classifier":
-            raise DeployError(f"run {self.run_id}: evaluate/export/predict do not support task "
-                              f"kind {task.kind!r} (head {task.get('head')!r}) yet; supported: "
-                              f"{list(SUPPORTED_KINDS)} with a classifier head")
+        reason = unsupported(self.cfg)
+        if reason:
+            raise DeployError(f"run {self.run_id}: evaluate/export/predict do not support it: "
+                              f"{reason}")
+        arch = self.cfg.model.get("config") or {}
+        masked = [f"model.config.{k}" for k, v in arch.items() if v == MASK]
+        if masked and self.cfg.model.pretrained is None and self.is_adapter:
+            raise DeployError(f"run {self.run_id} recorded {masked} masked as secrets, so its "
+                              "random-init architecture cannot be rebuilt from its record")

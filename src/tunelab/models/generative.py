@@ -1,10 +1,14 @@
-"""Tasks a model answers by writing tokens: `instruct`, `lm` and classification with
+"""Tasks a model answers by writing tokens: `instruct`, `lm`, and classification and qa with
 `task.head=generate`. Their forward, validation loss and metrics, for the LightningModule.
 
 - ppl: torchmetrics Perplexity over the target tokens of a split (response tokens for
-  instruct, every token for lm; masked tokens, with fixed masks, for encoders).
-- em: greedy answers to the first `task.generate_eval_samples` prompts of a split, at most
-  `task.max_new_tokens` long, against the reference answer, SQuAD-normalised.
+  instruct, answer tokens for qa, every token for lm; masked tokens, with fixed masks, for
+  encoders).
+- em (instruct): greedy answers to the first `task.generate_eval_samples` prompts of a split, at
+  most `task.max_new_tokens` long, against the reference answer, SQuAD-normalised.
+- em and f1 (qa): greedy answers to the same first rows, each scored against every gold answer of
+  its row (SquadAnswers). The validation loader does not shuffle, so every validation scores the
+  same rows.
 - acc/f1 with head=generate: the label whose words (and end-of-turn marker) are the most likely
   continuation of the prompt. Scoring every label is used instead of free generation because it
   always yields a valid label and its ranking is exactly what the training loss optimises.
@@ -21,11 +25,12 @@ from transformers import PreTrainedTokenizerBase
 
 from tunelab.data.generative import IGNORE, end_of_turn_id, label_words, render
 from tunelab.models.objective import SelfSupervised, model_inputs
+from tunelab.models.qa_metrics import SquadAnswers
 
 
 def is_generative(task: DictConfig) -> bool:
-    return task.kind in ("instruct", "lm") or \
-        (task.kind == "classification" and task.head == "generate")
+    """Whether the model answers by writing tokens (check_config has resolved `task.head`)."""
+    return task.kind in ("instruct", "lm") or task.head == "generate"
 
 
 class ExactMatch(SQuAD):
@@ -49,6 +54,8 @@ def generative_metrics(task: DictConfig, num_labels: int | None) -> MetricCollec
         metrics = {"ppl": Perplexity(ignore_index=IGNORE)}
         if task.kind == "instruct":
             metrics["em"] = ExactMatch()
+        if task.kind == "qa":
+            metrics["squad"] = SquadAnswers()      # computes {em, f1}
     return MetricCollection(metrics, compute_groups=False)
 
 
@@ -92,6 +99,12 @@ class GenerativeHead:
             remaining = self.task.generate_eval_samples - int(em.total)
             if remaining > 0:
                 em.update(self.generate(model, batch, remaining), self.references(batch, remaining))
+        if self.task.kind == "qa":
+            squad = metrics["squad"]
+            remaining = self.task.generate_eval_samples - int(squad.total)
+            if remaining > 0:
+                squad.update(self.generate(model, batch, remaining),
+                             batch["example_id"][:remaining].tolist())
 
     def _prompts(self, batch: dict, rows: int) -> list[list[int]]:
         return [ids[:n].tolist() for ids, n in zip(batch["input_ids"][:rows],

@@ -12,8 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 MASK = "***"
 PARAM_LIMIT = 6000          # MLflow's param value limit; longer values are cut, the artifact has all
+# A name is a secret's when its last word is one (HF_TOKEN, WANDB_API_KEY, hub.token), not when a
+# secret word sits inside it (model.config.num_key_value_heads, token_type_ids).
 _SECRET_NAME = re.compile(r"(^|[._-])(token|secret|password|passwd|api[_-]?key|access[_-]?key|"
-                          r"private[_-]?key|key|auth)($|[._-])", re.IGNORECASE)
+                          r"private[_-]?key|key|auth|credentials?)$", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,}|"
                            r"AKIA[0-9A-Z]{16})\b")
 HASH_EXCLUDES = ("tracking", "paths")
