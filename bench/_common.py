@@ -143,3 +143,30 @@ def prepare():
     data, num_labels = encoded_data(args.files, tok, args.max_length)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
     return args, tok, data, lora_model(model) if args.method == "lora" else model
+
+
+def tunelab_metrics(overrides: list[str], work: Path, experiment: str,
+                    script: list[str] | None = None) -> dict[str, float]:
+    """Run `tunelab-train` (or `script`, a command that takes the same overrides) in `work` and
+    return the metrics of the run it recorded last in experiment `experiment`."""
+    import subprocess
+
+    from mlflow import MlflowClient
+
+    command = script or [str(Path(sys.executable).parent / "tunelab-train")]
+    proc = subprocess.run([*command, *overrides, f"tracking.experiment={experiment}",
+                           "tracking.on_finished=rerun", "trainer.enable_progress_bar=false"],
+                          cwd=work, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    client = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
+                             max_results=1)[0]
+    return dict(run.data.metrics)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -16,7 +16,7 @@ def main() -> None:
     args, tok, data, model = prepare()
     collate = DataCollatorWithPadding(tok)
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, fused=True)  # as HF and tunelab
     sched = get_linear_schedule_with_warmup(optim, int(0.06 * args.steps), args.steps)
     generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(data["train"], batch_size=args.batch, shuffle=True, collate_fn=collate,

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import collections
 import os
+import types
 
+import lightning as L
 import pandas as pd
 import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tunelab.config import ConfigError, check_config
-from tunelab.data import TuneDataModule, load_splits, task_data_for, synthetic
+from tunelab.data import TuneDataModule, load_splits, synthetic, task_data_for
 from tunelab.models import load_tokenizer
 
 
@@ -126,3 +130,125 @@ def test_tokenization_is_cached_across_runs(tiny_cfg, tmp_path):
     batch = next(iter(second.train_dataloader()))
     lengths = batch["attention_mask"].sum(-1)
     assert batch["input_ids"].shape[1] == int(lengths.max()), "batches pad to their longest row"
+
+
+def _datamodule(cfg, tmp_path, **kwargs) -> TuneDataModule:
+    cfg = check_config(cfg)
+    raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
+    dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task), load_tokenizer(cfg.model),
+                        max_length=cfg.data.max_length, batch_size=8, num_workers=0,
+                        cache_dir=tmp_path / "cache", seed=cfg.seed, **kwargs)
+    dm.setup()
+    return dm
+
+
+@pytest.mark.parametrize("task", ["task=sentiment", "task=qa", "task=instruct", "task=lm",
+                                  "task.head=generate"])
+def test_padding_max_length_pads_every_task_to_max_length(task, tiny_cfg, tmp_path):
+    model = "model=tiny-bert" if task in ("task=sentiment", "task=qa") else "model=tiny-llama"
+    cfg = tiny_cfg(model, task, "data.synthetic.train_size=32", "data.synthetic.eval_size=8",
+                   "data.max_length=112", "data.padding=max_length")
+    dm = _datamodule(cfg, tmp_path, padding="max_length")
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        batch = next(iter(loader))
+        assert batch["input_ids"].shape[1] == 112
+        assert all(v.shape[1] == 112 for k, v in batch.items()
+                   if k in ("attention_mask", "labels", "offset_mapping") and v.dim() > 1), \
+            {k: tuple(v.shape) for k, v in batch.items()}
+        assert int(batch["attention_mask"].sum(-1).min()) < 112, "some rows themselves are shorter"
+
+
+def _varied_lengths_csv(path, rows: int = 400, seed: int = 0):
+    import random
+
+    rng = random.Random(seed)
+    words = ["card", "transfer", "payment", "account", "pending", "refund", "top", "up", "fee"]
+    frame = pd.DataFrame({"text": [" ".join(rng.choices(words, k=rng.randint(2, 60)))
+                                   for _ in range(rows)],
+                          "label": [rng.choice(["a", "b"]) for _ in range(rows)]})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _pad_fraction(loader) -> float:
+    pad = total = 0
+    for batch in loader:
+        mask = batch["attention_mask"]
+        pad, total = pad + int((mask == 0).sum()), total + mask.numel()
+    return pad / total
+
+
+def test_group_by_length_pads_less_than_random_batches(tiny_cfg, tmp_path):
+    train = _varied_lengths_csv(tmp_path / "varied.csv")
+    cfg = tiny_cfg(f"data.train_file={train}", "data.max_length=96")
+    grouped = _pad_fraction(_datamodule(cfg, tmp_path, group_by_length=True).train_dataloader())
+    random_ = _pad_fraction(_datamodule(cfg, tmp_path).train_dataloader())
+    assert grouped < 0.5 * random_, (grouped, random_)
+    loader = _datamodule(cfg, tmp_path, group_by_length=True).train_dataloader()
+    epoch0 = [b["input_ids"].tolist() for b in loader]
+    loader.sampler.set_epoch(1)
+    epoch1 = [b["input_ids"].tolist() for b in loader]
+    assert epoch0 != epoch1, "each epoch draws a new order"
+    assert sorted(map(str, epoch0)) != sorted(map(str, epoch1)), "and new batches"
+
+
+def test_group_by_length_refuses_several_processes(tiny_cfg, tmp_path):
+    """Lightning would reshuffle the grouped order through a DistributedSampler: the config check
+    says so before anything loads, and the datamodule itself refuses too."""
+    with pytest.raises(ConfigError, match="one device") as err:
+        check_config(tiny_cfg("hardware=cpu-ddp", "data.group_by_length=true"))
+    assert (err.value.key, err.value.value) == ("data.group_by_length", True)
+    dm = _datamodule(tiny_cfg(), tmp_path, group_by_length=True)
+    dm.trainer = types.SimpleNamespace(world_size=2)
+    with pytest.raises(ConfigError, match="one device"):
+        dm.train_dataloader()
+
+
+def test_bad_padding_names_key_value_and_allowed(tiny_cfg):
+    with pytest.raises(ConfigError, match="longest.*max_length") as err:
+        check_config(tiny_cfg("data.padding=max"))
+    assert (err.value.key, err.value.value) == ("data.padding", "max")
+    with pytest.raises(ConfigError, match="bool") as err:
+        check_config(tiny_cfg("data.group_by_length=sometimes"))
+    assert err.value.key == "data.group_by_length"
+
+
+class _BatchRecorder(L.LightningModule):
+    """Records what each optimizer step trained on; one weight, so fitting takes no time."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: dict[int, list] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.seen[self.trainer.global_step] = batch["input_ids"].tolist()
+        return (self.weight * batch["attention_mask"].float().mean()).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_recording(dm, max_steps: int, folder, resume=None) -> dict[int, list]:
+    module = _BatchRecorder()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, max_epochs=-1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0,
+                        callbacks=[ModelCheckpoint(dirpath=folder, every_n_train_steps=35,
+                                                   save_last=True, save_top_k=0)])
+    trainer.fit(module, dm, ckpt_path=resume)
+    return module.seen
+
+
+def test_group_by_length_resumes_mid_epoch_with_the_uninterrupted_batches(tiny_cfg, tmp_path):
+    """400 rows of batch 8: 50 batches an epoch; the stop at step 70 is mid-way through epoch 1,
+    whose order differs from epoch 0's, so the sampler's epoch has to come back with the loader."""
+    cfg = tiny_cfg(f"data.train_file={_varied_lengths_csv(tmp_path / 'varied.csv')}",
+                   "data.max_length=96")
+    fresh = lambda: _datamodule(cfg, tmp_path, group_by_length=True)
+    uninterrupted = _fit_recording(fresh(), 120, tmp_path / "a")
+    _fit_recording(fresh(), 70, tmp_path / "b")
+    resumed = _fit_recording(fresh(), 120, tmp_path / "b", resume=tmp_path / "b" / "last.ckpt")
+    assert sorted(resumed) == list(range(70, 120))
+    assert all(resumed[step] == uninterrupted[step] for step in resumed)
+    assert uninterrupted[60] != uninterrupted[10], "epochs differ in order"

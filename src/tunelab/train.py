@@ -70,7 +70,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
             raw, task_data, tokenizer, max_length=cfg.data.max_length,
             batch_size=hardware.per_device_batch(cfg.data.batch_size, cfg.hardware,
                                                  cfg.trainer.accumulate_grad_batches),
-            num_workers=cfg.data.num_workers, cache_dir=cache_dir)
+            num_workers=cfg.data.num_workers, cache_dir=cache_dir, padding=cfg.data.padding,
+            group_by_length=cfg.data.group_by_length, seed=cfg.seed)
         module = models.TuneModule(net, cfg.task, cfg.optim, cfg.objective,
                                    num_labels=len(task_data.label_names), tokenizer=tokenizer,
                                    family=cfg.model.family, label_names=task_data.label_names)

@@ -335,6 +335,10 @@ def _check_values(cfg: DictConfig) -> None:
         _require(data.batch_size % world == 0, "data.batch_size", data.batch_size,
                  f"a multiple of devices x nodes x accumulate_grad_batches = {world} "
                  "(it is the global batch)")
+    _require(not data.group_by_length or (hw.devices == 1 and hw.num_nodes == 1),
+             "data.group_by_length", data.group_by_length,
+             f"false with hardware={hw.name} (devices={hw.devices}, num_nodes={hw.num_nodes}): "
+             "length grouping runs on one device (hardware=cpu or gpu)")
     _require(cfg.tracking.on_finished in ("skip", "rerun"), "tracking.on_finished",
              cfg.tracking.on_finished, "skip or rerun")
     if adapter.method in ("lora", "dora"):

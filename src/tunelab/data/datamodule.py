@@ -1,26 +1,82 @@
-"""The LightningDataModule: cached tokenization of the raw splits and dynamically padded batches."""
+"""The LightningDataModule: cached tokenization of the raw splits, and batches padded to their
+longest row (or to data.max_length), optionally grouped by length."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import lightning as L
+import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
+from tunelab.config import ConfigError
 from tunelab.data.sources import RawData
+
+PADDING = ("longest", "max_length")
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler (shuffled megabatches, each sorted by length) whose order
+    is a pure function of (seed, epoch), with a state StatefulDataLoader saves: the epoch here,
+    the position in the epoch's order in the iterator. A run resumed mid-epoch therefore sees the
+    batches the killed run had still to see (Lightning creates the resumed iterator before it
+    calls set_epoch, so the epoch has to travel in the checkpoint)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> _Position:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return _Position(get_length_grouped_indices(self.lengths, self.batch_size,
+                                                    generator=generator))
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+
+
+class _Position(Iterator[int]):
+    """An epoch's indices and how many of them were handed out (its resumable state)."""
+
+    def __init__(self, order: list[int]):
+        self.order, self.yielded = order, 0
+
+    def __next__(self) -> int:
+        if self.yielded == len(self.order):
+            raise StopIteration
+        self.yielded += 1
+        return self.order[self.yielded - 1]
+
+    def state_dict(self) -> dict:
+        return {"yielded": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.yielded = state["yielded"]
 
 
 class TuneDataModule(L.LightningDataModule):
     def __init__(self, raw: RawData, task_data, tokenizer: PreTrainedTokenizerBase, *,
-                 max_length: int, batch_size: int, num_workers: int, cache_dir: Path):
+                 max_length: int, batch_size: int, num_workers: int, cache_dir: Path,
+                 padding: str = "longest", group_by_length: bool = False, seed: int = 0):
         super().__init__()
+        if padding not in PADDING:
+            raise ValueError(f"padding={padding!r}: one of {list(PADDING)}")
         self.raw, self.task_data, self.tokenizer = raw, task_data, tokenizer
         self.max_length, self.batch_size, self.num_workers = max_length, batch_size, num_workers
+        self.padding, self.group_by_length, self.seed = padding, group_by_length, seed
         self.cache_dir = Path(cache_dir)
         self.encoded: dict[str, datasets.Dataset] = {}
         self.prepare_seconds = 0.0      # tokenizing, or reading the cached result
@@ -54,16 +110,32 @@ class TuneDataModule(L.LightningDataModule):
                 new_fingerprint=f"{self.cache_key()}-{split}", desc=f"tokenizing {split}")
         self.prepare_seconds = time.perf_counter() - start
 
+    def collator(self):
+        """The task's collator; with padding=max_length every task's collator pads to a multiple
+        of data.max_length, which rows truncated to data.max_length make exactly data.max_length."""
+        collate = self.task_data.collator(self.tokenizer)
+        if self.padding == "max_length":
+            collate.pad_to_multiple_of = self.max_length
+        return collate
+
     def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
         """A DataLoader whose position and shuffle order travel in Lightning checkpoints, so a
         run resumed mid-epoch sees exactly the batches the killed run had still to see."""
+        sampler = None
+        if shuffle and self.group_by_length:
+            lengths = [len(ids) for ids in self.encoded[split]["input_ids"]]
+            sampler, shuffle = EpochLengthGroupedSampler(lengths, self.batch_size, self.seed), False
         return StatefulDataLoader(self.encoded[split], batch_size=self.batch_size,
-                                  shuffle=shuffle,
-                                  collate_fn=self.task_data.collator(self.tokenizer),
+                                  shuffle=shuffle, sampler=sampler, collate_fn=self.collator(),
                                   num_workers=self.num_workers,
                                   persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> StatefulDataLoader:
+        if self.group_by_length and self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning would wrap the sampler in a DistributedSampler that reshuffles its order
+            raise ConfigError("data.group_by_length", True,
+                              f"false with {self.trainer.world_size} processes: length grouping "
+                              "runs on one device (hardware=cpu or gpu)")
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> StatefulDataLoader:

@@ -115,10 +115,14 @@ class TuneModule(L.LightningModule):
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        # Fused AdamW updates every tensor in one kernel pass (what HF Trainer uses by default);
+        # torch's CPU default loops tensor by tensor, ~15x slower for a full fine-tune's step.
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                    for p in decay + no_decay)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.optim.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.optim.lr, betas=tuple(self.optim.betas))
+            lr=self.optim.lr, betas=tuple(self.optim.betas), fused=fused or None)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = math.ceil(self.optim.warmup_ratio * total)
         schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
