@@ -62,7 +62,7 @@ class CostMeter(L.Callback):
         self.matmul_params = total_params
         self.samples = self.tokens = 0
         self.seen = 0
-        self.t_measure = self.t_fit = None
+        self.t_measure = self.t_fit = self.t_last = None
         self.fit_seconds = self.startup_seconds = self.peak_mb = 0.0
         self.eval_samples, self.t_eval = 0, 0.0
 
@@ -88,6 +88,7 @@ class CostMeter(L.Callback):
             ids = batch["input_ids"]
             self.samples += ids.shape[0]
             self.tokens += int(mask.sum()) if mask is not None else ids.numel()
+            self.t_last = time.perf_counter()
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.fit_seconds = time.perf_counter() - self.t_fit
@@ -95,7 +96,8 @@ class CostMeter(L.Callback):
                    "time/startup_seconds": self.startup_seconds,
                    "perf/peak_mem_mb": max(self.peak_mb, memory_mb(pl_module.device))}
         if self.t_measure is not None and self.samples:
-            elapsed = time.perf_counter() - self.t_measure
+            # Up to the last training batch: the final checkpoint and validation are not steps.
+            elapsed = self.t_last - self.t_measure
             counts = torch.tensor([self.samples, self.tokens], dtype=torch.float64,
                                   device=pl_module.device)
             counts = trainer.strategy.reduce(counts, reduce_op="sum")
