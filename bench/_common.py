@@ -170,3 +170,10 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def append_results(text: str) -> str:
+    """Append a section to bench/RESULTS.md and return it (to print)."""
+    with (Path(__file__).resolve().parent / "RESULTS.md").open("a") as out:
+        out.write("\n" + text)
+    return text

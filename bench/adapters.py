@@ -28,8 +28,8 @@ from pathlib import Path
 import psutil
 from mlflow import MlflowClient
 
-HERE = Path(__file__).resolve().parent
-BANKING = HERE.parents[1] / "shared" / "data" / "banking77"
+from _common import BANKING, append_results
+
 METHODS = ["full", "lora", "dora", "prefix", "prompt", "ia3", "bitfit", "head"]
 COLUMNS = [("test acc", "test/acc", "{:.3f}"), ("trainable %", "params/trainable_pct", "{:.3f}"),
            ("adapter MB", "params/adapter_mb", "{:.2f}"),
@@ -128,9 +128,7 @@ def main() -> None:
                "train.csv, both seeded. Machine: "
                f"{platform.machine()}, {psutil.cpu_count()} CPU cores shared with other work "
                "(samples/s are noisy), torch CPU. One fixed budget, not convergence.\n\n" + table(results) + "\n")
-    with (HERE / "RESULTS.md").open("a") as f:
-        f.write(section)
-    print(section)
+    print(append_results(section))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from _common import BANKING, median, tunelab_metrics
+from _common import BANKING, append_results, median, tunelab_metrics
 
 HERE = Path(__file__).resolve().parent
 MODES = {"pad to max_length": ["data.padding=max_length"],
@@ -98,10 +98,7 @@ def render(results: dict[tuple[str, str], list[float]], args) -> str:
             lines.append(f"| {name} | {mode} | {median(runs):.0f} | "
                          f"{', '.join(f'{r:.0f}' for r in runs)} | {median(runs) / base:.2f} | "
                          f"{median(runs) / dynamic:.2f} |")
-    text = "\n".join(lines) + "\n"
-    with (HERE / "RESULTS.md").open("a") as out:
-        out.write("\n" + text)
-    return text
+    return append_results("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import psutil
-from mlflow import MlflowClient
 
-from _common import data_files
+from _common import append_results, data_files, median, tunelab_metrics
 
 HERE = Path(__file__).resolve().parent
 LR = {"full": 5e-5, "lora": 5e-4}
@@ -44,25 +43,14 @@ def run_baseline(script: str, method: str, args, files: dict) -> dict:
 def run_tunelab(method: str, args, files: dict, work: Path, tag: str, rep: int = 0) -> dict:
     """One tunelab-train run; each round has its own tokenization cache, so every round
     tokenizes as the baselines do (a user's later runs on the same data skip it)."""
-    exe = Path(sys.executable).parent / "tunelab-train"
-    overrides = [
+    m = tunelab_metrics([
         "model=minilm", f"adapter={method}", f"optim.lr={LR[method]}",
         f"data.train_file={files['train']}", f"data.validation_file={files['test']}",
         f"data.test_file={files['test']}", f"data.text_column={files['text']}",
         f"data.label_column={files['label']}", f"data.batch_size={args.batch}",
         f"data.max_length={args.max_length}", f"trainer.max_steps={args.steps}",
-        "trainer.max_epochs=null", "trainer.enable_progress_bar=false",
-        f"trainer.checkpoint_every_n_steps={10 * args.steps}", "tracking.on_finished=rerun",
-        f"tracking.experiment=bench-{tag}", f"paths.cache_dir={work / f'cache-{rep}'}"]
-    proc = subprocess.run([str(exe), *overrides], cwd=work, capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"tunelab-train failed:\n{proc.stderr[-3000:]}")
-    client = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(f"bench-{tag}")
-    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
-                             max_results=1)[0]
-    m = run.data.metrics
+        "trainer.max_epochs=null", f"trainer.checkpoint_every_n_steps={10 * args.steps}",
+        f"paths.cache_dir={work / f'cache-{rep}'}"], work, f"bench-{tag}")
     return {"train_samples_per_sec": m["perf/train_samples_per_sec"],
             "train_tokens_per_sec": m["perf/train_tokens_per_sec"],
             "startup_seconds": m["time/startup_seconds"], "peak_mem_mb": m["perf/peak_mem_mb"],
@@ -97,18 +85,9 @@ def main() -> None:
     print(render(runs, args, files, time.time() - started))
 
 
-def r_is_number(rows: list[dict], key: str) -> bool:
-    return all(isinstance(r.get(key), (int, float)) for r in rows)
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def render(runs, args, files, seconds: float) -> str:
-    medians = {key: {k: _median([r[k] for r in rs]) for k in rs[0] if r_is_number(rs, k)}
+    numeric = lambda rs, k: all(isinstance(r.get(k), (int, float)) for r in rs)  # noqa: E731
+    medians = {key: {k: median([r[k] for r in rs]) for k in rs[0] if numeric(rs, k)}
                for key, rs in runs.items()}
     methods = list(dict.fromkeys(m for m, _ in runs))
     lines = [f"## Throughput: tunelab vs hand loop vs HF Trainer ({datetime.date.today()})", "",
@@ -130,7 +109,7 @@ def render(runs, args, files, seconds: float) -> str:
 
     def ratio(m: str, way: str, key: str) -> str:
         per_round = [t[key] / b[key] for t, b in zip(runs[(m, "tunelab")], runs[(m, way)])]
-        return f"{_median(per_round):.2f}" + \
+        return f"{median(per_round):.2f}" + \
             (f" ({', '.join(f'{x:.2f}' for x in per_round)})" if len(per_round) > 1 else "")
 
     for m in methods:
@@ -140,10 +119,7 @@ def render(runs, args, files, seconds: float) -> str:
     if ("full", "tunelab") in medians and ("lora", "tunelab") in medians:
         lines += ["", f"LoRA peak memory / full (tunelab): "
                       f"{medians[('lora', 'tunelab')]['peak_mem_mb'] / medians[('full', 'tunelab')]['peak_mem_mb']:.2f}"]
-    text = "\n".join(lines) + "\n"
-    with (HERE / "RESULTS.md").open("a") as out:
-        out.write("\n" + text)
-    return text
+    return append_results("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

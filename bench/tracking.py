@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import BANKING, median, tunelab_metrics
+from _common import BANKING, append_results, median, tunelab_metrics
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,10 +118,7 @@ def render(pairs, logging, args) -> str:
                   f"ratio of medians {median(on) / median(off):.3f}. Time inside "
                   f"RunLogger.log_metrics as a share of training time: median "
                   f"{100 * median(share):.3f}% ({', '.join(f'{100 * s:.3f}%' for s in share)})."]
-    text = "\n".join(lines) + "\n"
-    with (HERE / "RESULTS.md").open("a") as out:
-        out.write("\n" + text)
-    return text
+    return append_results("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
