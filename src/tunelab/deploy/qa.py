@@ -89,8 +89,10 @@ class SpanReader:
 
 def reads_token_types(net: torch.nn.Module) -> bool:
     """Whether the trained network reads token_type_ids. peft's PeftModelForQuestionAnswering
-    drops them for weight adapters (LoRA, DoRA, IA3), so such a run trained and validated with
-    every segment id 0; its merged export must be fed the same to answer as it was measured."""
+    drops them for weight adapters (LoRA, DoRA, IA3). tunelab now trains those on span QA through
+    the generic PeftModel (adapters.apply), which passes them; an adapter saved before that loads
+    as PeftModelForQuestionAnswering, trained and validated with every segment id 0, and its
+    merged export must be fed the same to answer as it was measured."""
     return not (isinstance(net, PeftModelForQuestionAnswering)
                 and not net.active_peft_config.is_prompt_learning)
 
