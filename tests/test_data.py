@@ -132,6 +132,30 @@ def test_tokenization_is_cached_across_runs(tiny_cfg, tmp_path):
     assert batch["input_ids"].shape[1] == int(lengths.max()), "batches pad to their longest row"
 
 
+def test_tokenization_cache_follows_the_rows_each_split_holds(tiny_cfg, tmp_path):
+    """Same file, other rows (a sample limit, another held-out fraction): tokenized anew, never
+    the cached splits of a run that read the same file with other settings."""
+    pd.DataFrame({"text": [f"row {i} " + "word " * (i % 7) for i in range(60)],
+                  "label": ["a", "b", "c"] * 20}).to_csv(tmp_path / "all.csv", index=False)
+
+    def sizes(*overrides):
+        cfg = check_config(tiny_cfg(f"data.train_file={tmp_path / 'all.csv'}", *overrides))
+        raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
+        dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task), load_tokenizer(cfg.model),
+                            max_length=32, batch_size=8, num_workers=0,
+                            cache_dir=tmp_path / "cache")
+        dm.prepare_data()
+        assert {s: len(ds) for s, ds in dm.encoded.items()} == \
+            {s: len(ds) for s, ds in raw.splits.items()}
+        return {s: len(ds) for s, ds in dm.encoded.items()}
+
+    assert sizes() == {"train": 54, "validation": 6}
+    assert sizes("data.validation_fraction=0.5") == {"train": 30, "validation": 30}
+    assert sizes("data.max_train_samples=10", "data.max_eval_samples=4") == \
+        {"train": 10, "validation": 4}
+    assert sizes() == {"train": 54, "validation": 6}
+
+
 def _datamodule(cfg, tmp_path, **kwargs) -> TuneDataModule:
     cfg = check_config(cfg)
     raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")

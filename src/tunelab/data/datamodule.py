@@ -82,12 +82,15 @@ class TuneDataModule(L.LightningDataModule):
         self.prepare_seconds = 0.0      # tokenizing, or reading the cached result
 
     def cache_key(self) -> str:
-        """Same data, tokenizer, length and task columns -> same key -> tokenization is skipped."""
+        """Same data (and rows of it), tokenizer, length and task columns -> same key ->
+        tokenization is skipped."""
         tok = self.tokenizer
         spec = {"data": self.raw.digest, "task": self.task_data.fingerprint(),
                 "tokenizer": [type(tok).__name__, tok.name_or_path, len(tok),
                               tok.padding_side, tok.truncation_side, tok.chat_template],
                 "max_length": self.max_length}
+        if self.raw.selection:     # absent when every split is its whole file: keys stay as before
+            spec["rows"] = self.raw.selection
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
     def prepare_data(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -30,6 +30,9 @@ class RawData:
     source: str                 # human-readable origin, for the MLflow dataset input
     files: dict[str, str]       # split -> the user's local file, when the data came from files
     origins: dict[str, tuple[str, str | None]]  # split -> (Hub id or datasets builder, data file)
+    # split -> how its rows were taken from what was read (held out of train, first N rows);
+    # the digest covers what was read, this covers which rows of it each split holds
+    selection: dict[str, list] = field(default_factory=dict)
 
 
 def check_columns(raw: RawData, wanted: dict[str, str]) -> None:
@@ -54,10 +57,14 @@ def load_splits(data: DictConfig, task: DictConfig, cache_dir: Path) -> RawData:
         held = raw.splits["train"].train_test_split(test_size=data.validation_fraction, seed=0)
         raw.splits["train"], raw.splits["validation"] = held["train"], held["test"]
         raw.origins["validation"] = raw.origins["train"]
+        for split in ("train", "validation"):
+            raw.selection.setdefault(split, []).append(
+                f"held out {data.validation_fraction} of train (seed 0)")
     for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples),
                          ("test", data.max_eval_samples)):
         if limit and split in raw.splits and len(raw.splits[split]) > limit:
             raw.splits[split] = raw.splits[split].select(range(limit))
+            raw.selection.setdefault(split, []).append(f"first {limit} rows")
     for split, ds in raw.splits.items():
         if len(ds) == 0:
             key = SPLIT_KEYS[split] if raw.files else "data.dataset"
