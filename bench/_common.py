@@ -17,7 +17,9 @@ from pathlib import Path
 
 import psutil
 
-PROCESS_START = psutil.Process().create_time()
+from tunelab.startup import process_start_time
+
+PROCESS_START = process_start_time()
 WARMUP = 3
 BANKING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
 LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "targets": ["query", "value"]}
@@ -99,6 +101,7 @@ def parse_args():
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--padding", choices=["max_length", "longest"], default="max_length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", required=True)
     args = p.parse_args()
@@ -121,6 +124,16 @@ def encoded_data(files: dict, tokenizer, max_length: int):
         return out
 
     return raw.map(encode, batched=True, remove_columns=raw["train"].column_names), len(labels)
+
+
+def collator(tokenizer, args):
+    """Batches padded as tunelab's data.padding pads them: every row to max_length (the same work
+    in every step of every way), or each batch to its longest row."""
+    from transformers import DataCollatorWithPadding
+
+    if args.padding == "max_length":
+        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=args.max_length)
+    return DataCollatorWithPadding(tokenizer)
 
 
 def lora_model(model):

@@ -7,14 +7,14 @@ import time
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
-from _common import StepTimer, prepare, report
+from _common import StepTimer, collator, prepare, report
 
 
 def main() -> None:
     args, tok, data, model = prepare()
-    collate = DataCollatorWithPadding(tok)
+    collate = collator(tok, args)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, fused=True)  # as HF and tunelab
     sched = get_linear_schedule_with_warmup(optim, int(0.06 * args.steps), args.steps)

@@ -6,9 +6,9 @@ import _common  # noqa: F401  (records the process start first)
 import tempfile
 import time
 
-from transformers import (DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from _common import StepTimer, prepare, report
+from _common import StepTimer, collator, prepare, report
 
 
 class Timing(TrainerCallback):
@@ -22,8 +22,8 @@ class Timing(TrainerCallback):
 def main() -> None:
     args, tok, data, model = prepare()
     timer = StepTimer()
-    # Tokens per step are counted from the padded batches the collator builds.
-    collate = DataCollatorWithPadding(tok)
+    # Tokens per step (real ones, as the other ways count) from the batches the collator builds.
+    collate = collator(tok, args)
     tokens: list[int] = []
 
     def counting_collate(features):

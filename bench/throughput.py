@@ -1,10 +1,13 @@
 """tunelab against a hand-written PyTorch loop and the Hugging Face Trainer, same work, one run.
 
     python bench/throughput.py --steps 100            # full and LoRA, three ways each
-    python bench/throughput.py --steps 30 --methods lora
+    python bench/throughput.py --steps 30 --methods lora --padding longest
 
 Same model (MiniLM-L6), data (banking77 intents when ../shared is present, else generated), sequence
-length, batch, steps, learning rate and seed. Each way runs in its own process, one after the other,
+length, batch, steps, learning rate and seed. By default every row is padded to --max-length, so
+every step of every way does the same work and the ratios compare the loops alone; with
+--padding longest each way pads its own batches to their longest row, and since each way draws
+its batches in its own order, their step costs then differ by batch (noisier ratios). Each way runs in its own process, one after the other,
 so start-up and peak memory are its own. Ratios are taken within this one invocation, because the
 machine is noisy. Appends the table to bench/RESULTS.md.
 """
@@ -32,7 +35,7 @@ LR = {"full": 5e-5, "lora": 5e-4}
 def run_baseline(script: str, method: str, args, files: dict) -> dict:
     cmd = [sys.executable, str(HERE / script), "--method", method, "--steps", str(args.steps),
            "--lr", str(LR[method]), "--batch", str(args.batch), "--max-length",
-           str(args.max_length), "--data", json.dumps(files)]
+           str(args.max_length), "--padding", args.padding, "--data", json.dumps(files)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH_RESULT ")), None)
     if line is None:
@@ -48,7 +51,8 @@ def run_tunelab(method: str, args, files: dict, work: Path, tag: str, rep: int =
         f"data.train_file={files['train']}", f"data.validation_file={files['test']}",
         f"data.test_file={files['test']}", f"data.text_column={files['text']}",
         f"data.label_column={files['label']}", f"data.batch_size={args.batch}",
-        f"data.max_length={args.max_length}", f"trainer.max_steps={args.steps}",
+        f"data.max_length={args.max_length}", f"data.padding={args.padding}",
+        f"trainer.max_steps={args.steps}",
         "trainer.max_epochs=null", f"trainer.checkpoint_every_n_steps={10 * args.steps}",
         f"paths.cache_dir={work / f'cache-{rep}'}"], work, f"bench-{tag}")
     return {"train_samples_per_sec": m["perf/train_samples_per_sec"],
@@ -63,6 +67,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--padding", choices=["max_length", "longest"], default="max_length")
     p.add_argument("--methods", default="full,lora")
     p.add_argument("--repeats", type=int, default=1,
                    help="rounds of every way, interleaved with the order rotated each round; "
@@ -93,10 +98,11 @@ def render(runs, args, files, seconds: float) -> str:
     lines = [f"## Throughput: tunelab vs hand loop vs HF Trainer ({datetime.date.today()})", "",
              f"Machine: {platform.machine()}, {psutil.cpu_count()} cores, "
              f"{psutil.virtual_memory().total / 2**30:.0f} GiB, CPU only; data {files['source']}; "
-             f"{args.steps} steps, batch {args.batch}, max_length {args.max_length}; "
+             f"{args.steps} steps, batch {args.batch}, max_length {args.max_length}, "
+             f"padding {args.padding}; "
              f"{args.repeats} interleaved round(s), medians; took {seconds / 60:.1f} min.",
              f"Command: `python bench/throughput.py --steps {args.steps} --methods "
-             f"{','.join(methods)} --repeats {args.repeats}`", "",
+             f"{','.join(methods)} --repeats {args.repeats} --padding {args.padding}`", "",
              "| method | way | samples/s | tokens/s | start-up s | peak MB | eval samples/s | test acc |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (m, w), r in medians.items():

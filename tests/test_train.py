@@ -114,3 +114,16 @@ def test_a_run_that_raises_ends_failed_with_the_error(tiny_cfg, client):
     assert run.info.status == "FAILED"
     assert "diverged" in run.data.tags["tunelab.error"]
     assert not math.isnan(run.data.metrics.get("params/total", 0))
+
+
+def test_start_up_is_timed_from_the_process_start():
+    """time/startup_seconds counts from the moment the process started: a process that waits
+    0.4 s before asking reads 0.4 s, not the up-to-a-second-longer age from psutil's boot time."""
+    import subprocess
+    import sys
+
+    code = ("import time; time.sleep(0.4); from tunelab.startup import process_start_time; "
+            "print(time.time() - process_start_time())")
+    ages = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(3)]
+    assert 0.4 <= min(ages) < 0.75, ages

@@ -9,6 +9,8 @@ import lightning as L
 import psutil
 import torch
 
+from tunelab.startup import process_start_time
+
 WARMUP_BATCHES = 3
 # Dense bf16 peak FLOP/s of common accelerators, by a substring of the device name.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
@@ -34,11 +36,6 @@ def peak_flops(device: torch.device) -> float | None:
         name = torch.cuda.get_device_name(device)
         return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
     return cpu_peak_flops()
-
-
-def process_start_time() -> float:
-    """When this process started (Unix time), so start-up cost counts imports and loading too."""
-    return psutil.Process().create_time()
 
 
 def memory_mb(device: torch.device) -> float:
