@@ -125,16 +125,16 @@ class _InterruptsWhenCollected:
 
 def test_ctrl_c_landing_in_a_finaliser_during_a_checkpoint_write_still_stops_the_run(
         tiny_cfg, client, monkeypatch):
-    import lightning.fabric.plugins.io.torch_io as torch_io
-    atomic_save = torch_io._atomic_save
+    from tunelab.tracking.checkpoints import StreamedCheckpointIO
+    write = StreamedCheckpointIO.save_checkpoint
     saves = []
 
-    def save_then_collect_a_finaliser(checkpoint, path):
-        atomic_save(checkpoint, path)
+    def save_then_collect_a_finaliser(self, checkpoint, path, storage_options=None):
+        write(self, checkpoint, path, storage_options)
         saves.append(path)
         _InterruptsWhenCollected()      # collected at once: the signal lands in its __del__
 
-    monkeypatch.setattr(torch_io, "_atomic_save", save_then_collect_a_finaliser)
+    monkeypatch.setattr(StreamedCheckpointIO, "save_checkpoint", save_then_collect_a_finaliser)
     with pytest.raises(SystemExit) as stopped:
         train(tiny_cfg("trainer.max_steps=200", "trainer.checkpoint_every_n_steps=10"))
     assert stopped.value.code == 1
@@ -144,6 +144,37 @@ def test_ctrl_c_landing_in_a_finaliser_during_a_checkpoint_write_still_stops_the
     assert run.data.tags["tunelab.error"].startswith("KeyboardInterrupt")
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert len(saves) == 1 and max(steps) <= 20, "stopped at the next batch, not at step 200"
+
+
+def test_checkpoints_stream_to_disk_and_replace_the_last_one_whole(tmp_path):
+    """A checkpoint write holds no second copy of the checkpoint in memory (Lightning's own
+    save builds it in a BytesIO first), and a write that fails leaves the last checkpoint whole."""
+    code = """
+import resource, sys, torch
+from pathlib import Path
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from tunelab.tracking.checkpoints import StreamedCheckpointIO
+state = {"weights": torch.ones(64 * 2**20)}         # 256 MB
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+for io in (StreamedCheckpointIO(), TorchCheckpointIO()):   # this order: ru_maxrss only grows
+    before = peak()
+    io.save_checkpoint(state, Path(sys.argv[1]) / type(io).__name__ / "last.ckpt")
+    print(peak() - before)
+"""
+    grown = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                           text=True, check=True).stdout.split()
+    streamed, lightning_own = map(float, grown)
+    assert streamed < 32 and lightning_own > 200, (streamed, lightning_own)
+    saved = torch.load(tmp_path / "StreamedCheckpointIO" / "last.ckpt", weights_only=True)
+    assert saved["weights"].shape == (64 * 2**20,) and bool((saved["weights"] == 1).all())
+
+    from tunelab.tracking.checkpoints import StreamedCheckpointIO
+    target = tmp_path / "again" / "last.ckpt"
+    StreamedCheckpointIO().save_checkpoint({"step": 1}, target)
+    with pytest.raises(Exception):
+        StreamedCheckpointIO().save_checkpoint({"step": 2, "unpicklable": lambda: None}, target)
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
 
 
 def test_unknown_group_option_from_the_shell_lists_the_options(tmp_path):

@@ -13,12 +13,14 @@ dataloader creation also consume.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class TrainableStateOnly(Callback):
@@ -33,6 +35,26 @@ class TrainableStateOnly(Callback):
         frozen = frozen_parameter_names(pl_module)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if k not in frozen}
+
+
+class StreamedCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint straight into a hidden file beside its target, then renames it into
+    place: as atomic as Lightning's own save (a kill mid-write leaves the previous checkpoint
+    whole), without Lightning's in-memory copy. Lightning's `_atomic_save` serialises the whole
+    checkpoint into a BytesIO first, so a full fine-tune's peak memory carried one more copy of
+    the weights and both Adam moments (bench/RESULTS.md). Remote URLs keep Lightning's way."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            torch.save(checkpoint, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 class StepSeed(Callback):
@@ -63,7 +85,7 @@ def frozen_parameter_names(module: torch.nn.Module) -> set[str]:
 
 def resume_callbacks(folder: Path, every_n_steps: int, seed: int) -> list[Callback]:
     """`last.ckpt` in `folder` every `every_n_steps` optimizer steps, small and exactly resumable
-    (save_top_k=0: one file, rewritten atomically by Lightning, is all resume reads)."""
+    (save_top_k=0: one file, rewritten atomically by StreamedCheckpointIO, is all resume reads)."""
     latest = ModelCheckpoint(dirpath=folder, every_n_train_steps=every_n_steps, save_last=True,
                              save_top_k=0)
     return [latest, TrainableStateOnly(), StepSeed(seed)]
