@@ -4,6 +4,7 @@ same numbers, Ctrl-C ends KILLED, a bad group option fails fast, and `tunelab-re
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -148,30 +149,29 @@ def test_ctrl_c_landing_in_a_finaliser_during_a_checkpoint_write_still_stops_the
 
 def test_checkpoints_stream_to_disk_and_replace_the_last_one_whole(tmp_path):
     """A checkpoint write holds no second copy of the checkpoint in memory (Lightning's own
-    save builds it in a BytesIO first), and a write that fails leaves the last checkpoint whole."""
-    code = """
-import resource, sys, torch
-from pathlib import Path
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from tunelab.tracking.checkpoints import StreamedCheckpointIO
-state = {"weights": torch.ones(64 * 2**20)}         # 256 MB
-peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-for io in (StreamedCheckpointIO(), TorchCheckpointIO()):   # this order: ru_maxrss only grows
-    before = peak()
-    io.save_checkpoint(state, Path(sys.argv[1]) / type(io).__name__ / "last.ckpt")
-    print(peak() - before)
-"""
-    grown = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                           text=True, check=True).stdout.split()
-    streamed, lightning_own = map(float, grown)
-    assert streamed < 32 and lightning_own > 200, (streamed, lightning_own)
-    saved = torch.load(tmp_path / "StreamedCheckpointIO" / "last.ckpt", weights_only=True)
-    assert saved["weights"].shape == (64 * 2**20,) and bool((saved["weights"] == 1).all())
+    save builds it in a BytesIO first), and a write that fails leaves the last checkpoint whole.
+    Python-side buffers are what tracemalloc sees, so the copy is measured there (the RSS peak
+    is at the mercy of the kernel paging out cold memory)."""
+    import tracemalloc
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     from tunelab.tracking.checkpoints import StreamedCheckpointIO
+
+    state = {"weights": torch.ones(16 * 2**20)}        # 64 MB, outside tracemalloc's view
+    buffered = {}
+    for io in (StreamedCheckpointIO(), TorchCheckpointIO()):
+        tracemalloc.start()
+        io.save_checkpoint(state, tmp_path / type(io).__name__ / "last.ckpt")
+        buffered[type(io).__name__] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    assert buffered["StreamedCheckpointIO"] < 4 < 60 < buffered["TorchCheckpointIO"], buffered
+    saved = torch.load(tmp_path / "StreamedCheckpointIO" / "last.ckpt", weights_only=True)
+    assert torch.equal(saved["weights"], state["weights"])
+
     target = tmp_path / "again" / "last.ckpt"
     StreamedCheckpointIO().save_checkpoint({"step": 1}, target)
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         StreamedCheckpointIO().save_checkpoint({"step": 2, "unpicklable": lambda: None}, target)
     assert torch.load(target, weights_only=True) == {"step": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
