@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 from tunelab.startup import process_start_time
 
 PROCESS_START = process_start_time()
