@@ -130,7 +130,8 @@ def collator(tokenizer, args):
     from transformers import DataCollatorWithPadding
 
     if args.padding == "max_length":
-        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=args.max_length)
+        return DataCollatorWithPadding(tokenizer, padding="max_length",
+                                       max_length=args.max_length)
     return DataCollatorWithPadding(tokenizer)
 
 

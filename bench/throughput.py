@@ -5,11 +5,12 @@
 
 Same model (MiniLM-L6), data (banking77 intents when ../shared is present, else generated), sequence
 length, batch, steps, learning rate and seed. By default every row is padded to --max-length, so
-every step of every way does the same work and the ratios compare the loops alone; with
---padding longest each way pads its own batches to their longest row, and since each way draws
-its batches in its own order, their step costs then differ by batch (noisier ratios). Each way runs in its own process, one after the other,
-so start-up and peak memory are its own. Ratios are taken within this one invocation, because the
-machine is noisy. Appends the table to bench/RESULTS.md.
+every step of every way does the same work and the ratios compare the loops alone. With
+--padding longest each way pads its own batches to their longest row; since each way draws its
+batches in its own order, the work per step then differs between ways (noisier ratios). Each way
+runs in its own process, one after the other, so start-up and peak memory are its own. Ratios are
+taken within this one invocation, because the machine is noisy. Appends the table to
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
