@@ -18,13 +18,13 @@ the table to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import random
 import tempfile
 from pathlib import Path
 
-from _common import BANKING, append_results, median, tunelab_metrics
+from _common import (BANKING, append_results, banking_rows, median, small_validation,
+                     tunelab_metrics, write_banking_csv)
 
 HERE = Path(__file__).resolve().parent
 MODES = {"pad to max_length": ["data.padding=max_length"],
@@ -32,30 +32,16 @@ MODES = {"pad to max_length": ["data.padding=max_length"],
          "dynamic, grouped": ["data.group_by_length=true"]}
 
 
-def _rows(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write(rows: list[dict], path: Path) -> str:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "category"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
-
-
 def datasets(work: Path, seed: int = 0) -> dict[str, tuple[str, str, int]]:
     """name -> (train file, validation file, max_length); validation is 2 rows per intent."""
     rng = random.Random(seed)
-    train, test = _rows(BANKING / "train.csv"), _rows(BANKING / "test.csv")
-    val = _write([r for i, r in enumerate(test) if i % 40 < 2], work / "val.csv")
+    train, val = banking_rows("train"), small_validation(work)
     wide = []
     for _ in range(3000):
         parts = rng.sample(train, rng.randint(1, 12))
         wide.append({"text": " ".join(p["text"] for p in parts), "category": parts[0]["category"]})
     return {"banking77": (str(BANKING / "train.csv"), val, 128),
-            "wide-spread": (_write(wide, work / "wide.csv"), val, 256)}
+            "wide-spread": (write_banking_csv(wide, work / "wide.csv"), val, 256)}
 
 
 def main() -> None:
