@@ -103,14 +103,15 @@ class TuneDataModule(L.LightningDataModule):
 
     def _encode(self) -> None:
         start = time.perf_counter()
-        folder = self.cache_dir / "tokenized" / self.cache_key()
+        key = self.cache_key()
+        folder = self.cache_dir / "tokenized" / key
         folder.mkdir(parents=True, exist_ok=True)
         for split, ds in self.raw.splits.items():
             self.encoded[split] = ds.map(
                 self.task_data.encode, batched=True, remove_columns=ds.column_names,
                 fn_kwargs={"tokenizer": self.tokenizer, "max_length": self.max_length},
                 cache_file_name=str(folder / f"{split}.arrow"), load_from_cache_file=True,
-                new_fingerprint=f"{self.cache_key()}-{split}", desc=f"tokenizing {split}")
+                new_fingerprint=f"{key}-{split}", desc=f"tokenizing {split}")
         self.prepare_seconds = time.perf_counter() - start
 
     def collator(self):
