@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +16,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from tests.conftest import TINY, run_cli, train_runs
+from tests.conftest import TINY, compose_cfg, run_cli, train_runs
+from tunelab.models.module import TuneModule
 from tunelab.reproduce import compare
+from tunelab.tracking.logger import RunLogger
 from tunelab.train import train
 
 # 30 batches an epoch, a checkpoint every 25 steps: every resume point (25, 50, 75) is mid-epoch,
@@ -99,6 +102,79 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run_with_the_same_metrics(tiny_
     for key, value in reference.data.metrics.items():
         if key.startswith(("train/", "val/", "test/", "params/")):
             assert run.data.metrics[key] == pytest.approx(value, abs=EXACT), key
+
+
+def crash_then_resume(tiny_cfg, client, tmp_path, monkeypatch, crash, lost_step=None):
+    """A run in the reference store, then the same run crashed by `crash` (patched in),
+    optionally with one recorded train/loss step deleted, as a write MLflow's pool of threads
+    never finished. Returns (crashed checkpoint step, resumed run, reference run, its client)."""
+    overrides = [*RESUMABLE[len(TINY):], "adapter=lora"]
+    ref_client = MlflowClient(f"sqlite:///{tmp_path / 'reference/mlruns/mlflow.db'}")
+    train(compose_cfg([*TINY, *overrides], tmp_path / "reference"))
+    [reference] = train_runs(ref_client)
+
+    with monkeypatch.context() as patch:
+        crash(patch)
+        with pytest.raises(RuntimeError, match="went away"):
+            train(tiny_cfg(*overrides))
+    [crashed] = train_runs(client)
+    assert crashed.info.status == "FAILED"
+    [ckpt_path] = (tmp_path / "checkpoints").glob("*/last.ckpt")
+    resume_step = torch.load(ckpt_path, weights_only=True, map_location="cpu")["global_step"]
+    if lost_step is not None:
+        with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as db:
+            db.execute("DELETE FROM metrics WHERE run_uuid = ? AND key = 'train/loss' AND step = ?",
+                       (crashed.info.run_id, lost_step))
+
+    train(tiny_cfg(*overrides))
+    [run] = train_runs(client)
+    assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"
+    return resume_step, run, reference, ref_client
+
+
+def assert_same_histories(client, run, ref_client, reference) -> None:
+    for key in ("train/loss", "val/loss", "val/acc"):
+        resumed = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        expected = sorted((m.step, m.value) for m in
+                          ref_client.get_metric_history(reference.info.run_id, key))
+        assert [s for s, _ in resumed] == [s for s, _ in expected], key
+        assert [v for _, v in resumed] == pytest.approx([v for _, v in expected], abs=EXACT), key
+
+
+def test_a_checkpoint_is_not_the_resume_point_until_its_steps_metrics_are_recorded(
+        tiny_cfg, client, tmp_path, monkeypatch):
+    """Lightning saves step 50's checkpoint before it logs step 50's metrics: a process that dies
+    in between resumes from step 25 and records step 50, instead of resuming past it."""
+    log = RunLogger.log_metrics
+
+    def dies_before_step_50_lands(self, metrics, step=None):
+        if self.trainer.global_step == 50 and "train/loss" in metrics:
+            raise RuntimeError("the machine went away")
+        return log(self, metrics, step)
+
+    resume_step, run, reference, ref_client = crash_then_resume(
+        tiny_cfg, client, tmp_path, monkeypatch,
+        lambda patch: patch.setattr(RunLogger, "log_metrics", dies_before_step_50_lands))
+    assert resume_step == 25
+    assert_same_histories(client, run, ref_client, reference)
+
+
+def test_a_step_lost_in_flight_after_the_checkpoint_is_recorded_on_resume(
+        tiny_cfg, client, tmp_path, monkeypatch):
+    """MLflow writes asynchronous batches from a pool of threads, so a killed process can leave
+    step 70 recorded and step 60 lost: the replay records it, and no step twice."""
+    step = TuneModule.training_step
+
+    def dies_at_step_73(self, batch, batch_idx):
+        if self.trainer.global_step == 73:
+            raise RuntimeError("the machine went away")
+        return step(self, batch, batch_idx)
+
+    resume_step, run, reference, ref_client = crash_then_resume(
+        tiny_cfg, client, tmp_path, monkeypatch,
+        lambda patch: patch.setattr(TuneModule, "training_step", dies_at_step_73), lost_step=60)
+    assert resume_step == 50
+    assert_same_histories(client, run, ref_client, reference)
 
 
 def test_ctrl_c_ends_the_run_killed_with_a_nonzero_exit(tmp_path):

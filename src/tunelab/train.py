@@ -21,7 +21,7 @@ from tunelab.config import check_config
 from tunelab.config.printing import print_tree
 from tunelab.sweeps import SWEEP_ENV, sweep_id_for
 from tunelab.tracking import TrackedRun, is_rank_zero, run_weights, tracking_uri
-from tunelab.tracking.checkpoints import StreamedCheckpointIO, last_checkpoint, resume_callbacks
+from tunelab.tracking.checkpoints import last_checkpoint, resume_points
 
 log = logging.getLogger("tunelab")
 
@@ -75,13 +75,13 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
         module = models.TuneModule(net, cfg.task, cfg.optim, cfg.objective,
                                    num_labels=len(task_data.label_names), tokenizer=tokenizer,
                                    family=cfg.model.family, label_names=task_data.label_names)
-        checkpoints = resume_callbacks(run.checkpoint_dir, cfg.trainer.checkpoint_every_n_steps,
-                                       cfg.seed)
+        checkpoints, checkpoint_io = resume_points(
+            run.checkpoint_dir, cfg.trainer.checkpoint_every_n_steps, cfg.seed)
         trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg,
                                                       output_dir or run.checkpoint_dir),
                             logger=run.logger() or False, default_root_dir=output_dir,
                             callbacks=[*run.callbacks(counts), *checkpoints],
-                            plugins=[StreamedCheckpointIO()])
+                            plugins=[checkpoint_io])
         # Ranks > 0 start inside fit, after rank 0 has cleared a new run's stale checkpoint or
         # kept a resumed run's: each rank resumes from whatever checkpoint is then on disk.
         if is_rank_zero() and run.status == "new":

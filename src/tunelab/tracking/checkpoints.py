@@ -42,7 +42,15 @@ class StreamedCheckpointIO(TorchCheckpointIO):
     place: as atomic as Lightning's own save (a kill mid-write leaves the previous checkpoint
     whole), without Lightning's in-memory copy. Lightning's `_atomic_save` serialises the whole
     checkpoint into a BytesIO first, so a full fine-tune's peak memory carried one more copy of
-    the weights and both Adam moments (bench/RESULTS.md). Remote URLs keep Lightning's way."""
+    the weights and both Adam moments (bench/RESULTS.md). Remote URLs keep Lightning's way.
+
+    With `hold=True` the written file waits beside its target until `commit()`: see
+    CommitWhenRecorded for why."""
+
+    def __init__(self, hold: bool = False):
+        super().__init__()
+        self.hold = hold
+        self.held: tuple[Path, Path] | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None or "://" in str(path):
@@ -52,9 +60,47 @@ class StreamedCheckpointIO(TorchCheckpointIO):
         partial = target.with_name(f".{target.name}.partial")
         try:
             torch.save(checkpoint, partial)
-            os.replace(partial, target)
-        finally:
+        except BaseException:
             partial.unlink(missing_ok=True)
+            raise
+        self.held = (partial, target)
+        if not self.hold:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make the last written checkpoint the one on disk (nothing held: nothing to do)."""
+        if self.held is not None:
+            os.replace(*self.held)
+            self.held = None
+
+
+class CommitWhenRecorded(Callback):
+    """Makes a checkpoint the resume point only once every metric up to its step is recorded.
+
+    Lightning saves a step's checkpoint in `on_train_batch_end`, before it hands that step's
+    metrics to the logger, and MLflow writes them from a pool of threads. A process killed just
+    after the save resumed past a step whose metrics never landed, and the resumed run could not
+    record them again. So the checkpoint is held back (StreamedCheckpointIO(hold=True)) and
+    committed at the next batch, once the loggers have written everything logged so far. A
+    process that dies before that resumes from the previous checkpoint and replays the step.
+    After an exception nothing is committed: the step's metrics may not have been logged."""
+
+    def __init__(self, io: StreamedCheckpointIO):
+        self.io = io
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._commit(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._commit(trainer)
+
+    def _commit(self, trainer: L.Trainer) -> None:
+        if self.io.held is None:
+            return
+        for logger in trainer.loggers:
+            logger.save()
+        self.io.commit()
 
 
 class StepSeed(Callback):
@@ -83,12 +129,15 @@ def frozen_parameter_names(module: torch.nn.Module) -> set[str]:
             if not param.requires_grad}
 
 
-def resume_callbacks(folder: Path, every_n_steps: int, seed: int) -> list[Callback]:
-    """`last.ckpt` in `folder` every `every_n_steps` optimizer steps, small and exactly resumable
-    (save_top_k=0: one file, rewritten atomically by StreamedCheckpointIO, is all resume reads)."""
+def resume_points(folder: Path, every_n_steps: int,
+                  seed: int) -> tuple[list[Callback], StreamedCheckpointIO]:
+    """The callbacks and checkpoint IO plugin for `last.ckpt` in `folder` every `every_n_steps`
+    optimizer steps, small and exactly resumable (save_top_k=0: one file, rewritten atomically by
+    StreamedCheckpointIO and committed once its step is recorded, is all resume reads)."""
     latest = ModelCheckpoint(dirpath=folder, every_n_train_steps=every_n_steps, save_last=True,
                              save_top_k=0)
-    return [latest, TrainableStateOnly(), StepSeed(seed)]
+    io = StreamedCheckpointIO(hold=True)
+    return [latest, TrainableStateOnly(), StepSeed(seed), CommitWhenRecorded(io)], io
 
 
 def last_checkpoint(folder: Path) -> Path | None:

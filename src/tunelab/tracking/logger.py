@@ -13,11 +13,14 @@ from mlflow.entities import Metric
 
 
 class RunLogger(Logger):
-    def __init__(self, client: MlflowClient, run_id: str, logged_steps: dict[str, int] | None = None):
+    def __init__(self, client: MlflowClient, run_id: str,
+                 logged_steps: dict[str, set[int]] | None = None):
         super().__init__()
         self.client, self.run_id = client, run_id
-        # On resume: the last step already recorded per metric, so replayed steps are not logged twice.
-        self.logged_steps = dict(logged_steps or {})
+        # On resume: the steps already recorded per metric, so replayed steps are not logged twice.
+        # The set, not the last step: MLflow writes asynchronous batches from a thread pool, so a
+        # killed process can leave step 60 recorded and step 50 lost.
+        self.logged_steps = {k: set(v) for k, v in (logged_steps or {}).items()}
         self._pending = []
         self.trainer = None       # set by StepClock: steps are then optimizer steps completed
 
@@ -39,12 +42,17 @@ class RunLogger(Logger):
         step = self.trainer.global_step if self.trainer is not None else (step or 0)
         batch = []
         for key, value in metrics.items():
-            if key == "epoch" or step <= self.logged_steps.get(key, -1):
+            if key == "epoch" or step in self.logged_steps.get(key, ()):
                 continue
             batch.append(Metric(key, float(value), now, step))
         if batch:
             self._pending.append(self.client.log_batch(self.run_id, metrics=batch,
                                                        synchronous=False))
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Wait until every metric logged so far is in the store."""
+        self.flush()
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

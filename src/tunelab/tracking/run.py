@@ -166,18 +166,18 @@ class TrackedRun:
         logger = self.logger()
         return [meter, self.ctrl_c] + ([StepClock(logger)] if logger is not None else [])
 
-    def _logged_steps(self) -> dict[str, int]:
+    def _logged_steps(self) -> dict[str, set[int]]:
         if self.status != "resumed":
             return {}
         run = self.client.get_run(self.run_id)
-        return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key))
+        return {key: {m.step for m in self.client.get_metric_history(self.run_id, key)}
                 for key in run.data.metrics}
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         if self.active:
             done = self.logger().logged_steps   # a resumed run does not record a step twice
             batch = [Metric(k, float(v), int(time.time() * 1000), step)
-                     for k, v in metrics.items() if step > done.get(k, -1)]
+                     for k, v in metrics.items() if step not in done.get(k, ())]
             if batch:
                 self.client.log_batch(self.run_id, metrics=batch)
 
