@@ -183,7 +183,8 @@ def prepare():
 
 
 def tunelab_metrics(overrides: list[str], work: Path, experiment: str,
-                    script: list[str] | None = None) -> dict[str, float]:
+                    script: list[str] | None = None,
+                    env: dict[str, str] | None = None) -> dict[str, float]:
     """Run `tunelab-train` (or `script`, a command that takes the same overrides) in `work` and
     return the metrics of the run it recorded last in experiment `experiment`."""
     import subprocess
@@ -193,7 +194,7 @@ def tunelab_metrics(overrides: list[str], work: Path, experiment: str,
     command = script or [str(Path(sys.executable).parent / "tunelab-train")]
     proc = subprocess.run([*command, *overrides, f"tracking.experiment={experiment}",
                            "tracking.on_finished=rerun", "trainer.enable_progress_bar=false"],
-                          cwd=work, capture_output=True, text=True, check=False)
+                          cwd=work, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
     client = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -33,20 +34,29 @@ HERE = Path(__file__).resolve().parent
 LR = {"full": 5e-5, "lora": 5e-4}
 
 
-def run_baseline(script: str, method: str, args, files: dict) -> dict:
+def fresh_caches(work: Path, tag: str) -> dict[str, str]:
+    """The environment for one process whose `datasets` cache is its own: without it, every
+    round after the first reads the CSV files and the baselines' tokenized splits from
+    ~/.cache/huggingface, and only tunelab (given its own paths.cache_dir) tokenized again."""
+    return {**os.environ, "HF_DATASETS_CACHE": str(work / "hf-datasets" / tag)}
+
+
+def run_baseline(script: str, method: str, args, files: dict, env: dict[str, str]) -> dict:
     cmd = [sys.executable, str(HERE / script), "--method", method, "--steps", str(args.steps),
            "--lr", str(LR[method]), "--batch", str(args.batch), "--max-length",
            str(args.max_length), "--padding", args.padding, "--data", json.dumps(files)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH_RESULT ")), None)
     if line is None:
         raise RuntimeError(f"{script} failed:\n{proc.stderr[-3000:]}")
     return json.loads(line.removeprefix("BENCH_RESULT "))
 
 
-def run_tunelab(method: str, args, files: dict, work: Path, tag: str, rep: int = 0) -> dict:
+def run_tunelab(method: str, args, files: dict, work: Path, tag: str, rep: int,
+                env: dict[str, str]) -> dict:
     """One tunelab-train run; each round has its own tokenization cache, so every round
-    tokenizes as the baselines do (a user's later runs on the same data skip it)."""
+    reads and tokenizes the data as the baselines do (a user's later runs on the same data
+    skip it)."""
     m = tunelab_metrics([
         "model=minilm", f"adapter={method}", f"optim.lr={LR[method]}",
         f"data.train_file={files['train']}", f"data.validation_file={files['test']}",
@@ -55,7 +65,7 @@ def run_tunelab(method: str, args, files: dict, work: Path, tag: str, rep: int =
         f"data.max_length={args.max_length}", f"data.padding={args.padding}",
         f"trainer.max_steps={args.steps}",
         "trainer.max_epochs=null", f"trainer.checkpoint_every_n_steps={10 * args.steps}",
-        f"paths.cache_dir={work / f'cache-{rep}'}"], work, f"bench-{tag}")
+        f"paths.cache_dir={work / f'cache-{rep}-{tag}'}"], work, f"bench-{tag}", env=env)
     return {"train_samples_per_sec": m["perf/train_samples_per_sec"],
             "train_tokens_per_sec": m["perf/train_tokens_per_sec"],
             "startup_seconds": m["time/startup_seconds"], "peak_mem_mb": m["perf/peak_mem_mb"],
@@ -76,16 +86,16 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tunelab-bench-"))
     files = data_files(work / "data")
-    ways = {"hand loop": lambda m, rep: run_baseline("hand_loop.py", m, args, files),
-            "HF Trainer": lambda m, rep: run_baseline("hf_trainer.py", m, args, files),
-            "tunelab": lambda m, rep: run_tunelab(m, args, files, work, m, rep)}
+    ways = {"hand loop": lambda m, env, rep: run_baseline("hand_loop.py", m, args, files, env),
+            "HF Trainer": lambda m, env, rep: run_baseline("hf_trainer.py", m, args, files, env),
+            "tunelab": lambda m, env, rep: run_tunelab(m, args, files, work, m, rep, env)}
     runs: dict[tuple[str, str], list[dict]] = {}
     started = time.time()
     for rep in range(args.repeats):
         order = list(ways)[rep % len(ways):] + list(ways)[:rep % len(ways)]
         for method in args.methods.split(","):
             for way in order:
-                r = ways[way](method, rep)
+                r = ways[way](method, fresh_caches(work, f"{rep}-{method}-{way}"), rep)
                 runs.setdefault((method, way), []).append(r)
                 print(rep, method, way, json.dumps(r), flush=True)
     print(render(runs, args, files, time.time() - started))
