@@ -35,9 +35,10 @@ LR = {"full": 5e-5, "lora": 5e-4}
 
 
 def fresh_caches(work: Path, tag: str) -> dict[str, str]:
-    """The environment for one process whose `datasets` cache is its own: without it, every
-    round after the first reads the CSV files and the baselines' tokenized splits from
-    ~/.cache/huggingface, and only tunelab (given its own paths.cache_dir) tokenized again."""
+    """The environment for one process whose `datasets` cache is its own. Without it the
+    baselines read their tokenized splits from ~/.cache/huggingface once any earlier process
+    (this round, an earlier one, an earlier invocation) had tokenized the same files, while
+    tunelab, given its own paths.cache_dir, tokenized every time."""
     return {**os.environ, "HF_DATASETS_CACHE": str(work / "hf-datasets" / tag)}
 
 

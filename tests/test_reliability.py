@@ -57,6 +57,16 @@ def store(cwd: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
 
 
+def assert_same_histories(client, run, ref_client, reference) -> None:
+    """The resumed run recorded the same steps with the same values as the uninterrupted one."""
+    for key in ("train/loss", "val/loss", "val/acc"):
+        resumed = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        expected = sorted((m.step, m.value) for m in
+                          ref_client.get_metric_history(reference.info.run_id, key))
+        assert [s for s, _ in resumed] == [s for s, _ in expected], key
+        assert [v for _, v in resumed] == pytest.approx([v for _, v in expected], abs=EXACT), key
+
+
 def test_sigkill_mid_epoch_resumes_into_the_same_run_with_the_same_metrics(tiny_cfg, client,
                                                                           tmp_path):
     overrides = [*RESUMABLE, "adapter=lora"]
@@ -91,14 +101,7 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run_with_the_same_metrics(tiny_
     for key in run.data.metrics:
         steps = [m.step for m in store(cwd).get_metric_history(run.info.run_id, key)]
         assert len(steps) == len(set(steps)), f"{key} recorded a step twice: {steps}"
-    for key in ("train/loss", "val/loss", "val/acc"):
-        resumed = [(m.step, m.value) for m in
-                   store(cwd).get_metric_history(run.info.run_id, key)]
-        uninterrupted = [(m.step, m.value) for m in
-                         client.get_metric_history(reference.info.run_id, key)]
-        assert [s for s, _ in sorted(resumed)] == [s for s, _ in sorted(uninterrupted)], key
-        assert [v for _, v in sorted(resumed)] == \
-            pytest.approx([v for _, v in sorted(uninterrupted)], abs=EXACT), key
+    assert_same_histories(store(cwd), run, client, reference)
     for key, value in reference.data.metrics.items():
         if key.startswith(("train/", "val/", "test/", "params/")):
             assert run.data.metrics[key] == pytest.approx(value, abs=EXACT), key
@@ -130,15 +133,6 @@ def crash_then_resume(tiny_cfg, client, tmp_path, monkeypatch, crash, lost_step=
     [run] = train_runs(client)
     assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"
     return resume_step, run, reference, ref_client
-
-
-def assert_same_histories(client, run, ref_client, reference) -> None:
-    for key in ("train/loss", "val/loss", "val/acc"):
-        resumed = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
-        expected = sorted((m.step, m.value) for m in
-                          ref_client.get_metric_history(reference.info.run_id, key))
-        assert [s for s, _ in resumed] == [s for s, _ in expected], key
-        assert [v for _, v in resumed] == pytest.approx([v for _, v in expected], abs=EXACT), key
 
 
 def test_a_checkpoint_is_not_the_resume_point_until_its_steps_metrics_are_recorded(

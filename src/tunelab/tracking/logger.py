@@ -38,16 +38,17 @@ class RunLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        now = int(time.time() * 1000)
         step = self.trainer.global_step if self.trainer is not None else (step or 0)
-        batch = []
-        for key, value in metrics.items():
-            if key == "epoch" or step in self.logged_steps.get(key, ()):
-                continue
-            batch.append(Metric(key, float(value), now, step))
+        batch = self.unrecorded(metrics, step)
         if batch:
             self._pending.append(self.client.log_batch(self.run_id, metrics=batch,
                                                        synchronous=False))
+
+    def unrecorded(self, metrics: dict[str, float], step: int) -> list[Metric]:
+        """`metrics` at `step` as MLflow metrics, less those this run already recorded there."""
+        now = int(time.time() * 1000)
+        return [Metric(key, float(value), now, step) for key, value in metrics.items()
+                if key != "epoch" and step not in self.logged_steps.get(key, ())]
 
     @rank_zero_only
     def save(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -20,7 +19,7 @@ from pathlib import Path
 import mlflow
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 import yaml
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Param, RunStatus, RunTag
 from omegaconf import DictConfig
 
 from tunelab.tracking import params as P
@@ -175,9 +174,7 @@ class TrackedRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         if self.active:
-            done = self.logger().logged_steps   # a resumed run does not record a step twice
-            batch = [Metric(k, float(v), int(time.time() * 1000), step)
-                     for k, v in metrics.items() if step not in done.get(k, ())]
+            batch = self.logger().unrecorded(metrics, step)   # a resumed run: no step twice
             if batch:
                 self.client.log_batch(self.run_id, metrics=batch)
 
