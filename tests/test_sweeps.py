@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+import threading
 import urllib.request
 from pathlib import Path
 
+import mlflow.entities
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -20,6 +22,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import CONF, TINY, run_cli, train_runs
 from tunelab.config import check_config
+from tunelab.tracking.store import client_for
 
 # A job in a few seconds: 4 optimizer steps, every step logged, so a history is easy to count.
 STEPS = 4
@@ -45,6 +48,7 @@ def assert_complete(client: MlflowClient, run) -> None:
     assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [STEPS]
     assert run.data.params["model.name"] == "tiny-bert"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"sentiment-train"}
 
 
 def test_presets_compose_into_their_sweeps():
@@ -223,3 +227,35 @@ def test_parallel_sweep_against_a_real_mlflow_server(tmp_path):
         except subprocess.TimeoutExpired:     # a busy machine: stop it the hard way
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_runs_logging_the_same_new_dataset_at_once_all_record_it(tmp_path):
+    """MLflow looks a dataset up, then inserts it: simultaneous first logs of one dataset collide
+    on its unique key (a parallel sweep failed so against a server). Every run must record it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    experiment = client.create_experiment("race")
+    for attempt in range(3):           # a plain MlflowClient loses the race in most attempts
+        runs = [client.create_run(experiment).info.run_id for _ in range(6)]
+        dataset = mlflow.entities.Dataset(name=f"data-{attempt}", digest="d1", source_type="x",
+                                          source="{}")
+        start, errors = threading.Barrier(len(runs)), []
+
+        def log(run_id: str) -> None:
+            own = client_for(uri)
+            start.wait()
+            try:
+                own.log_inputs(run_id, [mlflow.entities.DatasetInput(dataset)])
+            except Exception as err:          # noqa: BLE001 (collected to report)
+                errors.append(err)
+
+        threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors[0]
+        recorded = [client.get_run(r).inputs.dataset_inputs for r in runs]
+        assert all(len(inputs) == 1 for inputs in recorded)
+        assert {(i[0].dataset.name, i[0].dataset.digest) for i in recorded} == \
+            {(f"data-{attempt}", "d1")}

@@ -6,6 +6,11 @@ transaction needs to become a writing one while another process writes, and the 
 to create the schema and the experiment. So the first process creates the schema under a file lock,
 the store runs in WAL mode (readers never block the writer), and every client tunelab hands out
 retries lock errors with backoff.
+
+Any store, a server's included, also loses one race of its own: `log_inputs` looks a dataset up and
+inserts it when missing, so runs logging the same new dataset at once collide on its unique key
+(seen in a parallel sweep against a server). The loser's transaction rolled back and the row now
+exists, so tunelab's client simply logs again and links its run to the winner's dataset.
 """
 
 from __future__ import annotations
@@ -47,16 +52,23 @@ def is_lock_error(err: Exception) -> bool:
     return "database is locked" in text or "database table is locked" in text
 
 
-def _retry_locked(method: Callable) -> Callable:
-    """`method`, retried with backoff while SQLite reports a lock (its transaction rolled back,
-    so a retry writes nothing twice)."""
+def is_lost_insert_race(err: Exception) -> bool:
+    """Another writer inserted the same unique row first (SQLite, PostgreSQL, MySQL wording)."""
+    text = str(err).lower()
+    return any(s in text for s in ("unique constraint failed", "violates unique constraint",
+                                   "duplicate entry"))
+
+
+def _retried(method: Callable, retry_on: Callable[[Exception], bool]) -> Callable:
+    """`method`, retried with backoff while `retry_on` says its error was another writer's doing
+    (its transaction rolled back, so a retry writes nothing twice)."""
     @functools.wraps(method)
     def call(*args, **kwargs):
         for attempt in range(LOCK_RETRIES):
             try:
                 return method(*args, **kwargs)
             except (MlflowException, SQLAlchemyError) as err:
-                if not is_lock_error(err) or attempt == LOCK_RETRIES - 1:
+                if not retry_on(err) or attempt == LOCK_RETRIES - 1:
                     raise
                 time.sleep(min(0.1 * 2 ** attempt, 3.0))
         raise AssertionError("unreachable")
@@ -69,8 +81,10 @@ class StoreClient(MlflowClient):
 
 for _name in ("create_experiment", "get_experiment_by_name", "search_experiments", "create_run",
               "get_run", "search_runs", "get_metric_history", "update_run", "set_terminated",
-              "log_batch", "log_inputs", "set_tag", "delete_tag"):
-    setattr(StoreClient, _name, _retry_locked(getattr(MlflowClient, _name)))
+              "log_batch", "set_tag", "delete_tag"):
+    setattr(StoreClient, _name, _retried(getattr(MlflowClient, _name), is_lock_error))
+StoreClient.log_inputs = _retried(
+    MlflowClient.log_inputs, lambda err: is_lock_error(err) or is_lost_insert_race(err))
 
 
 def _use_wal(db: Path) -> None:
