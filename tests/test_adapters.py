@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from tests.conftest import train_runs
 from tunelab import adapters, data, models
 from tunelab.config import ConfigError, check_config
+from tunelab.deploy.classifier import load_trained_tokenizer
 from tunelab.train import train
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
@@ -78,12 +79,17 @@ def spy(monkeypatch):
     return seen
 
 
+def _tokenizer(cfg: DictConfig):
+    """The tokenizer as the run loads it (padded on the side its adapter needs)."""
+    return models.load_tokenizer(cfg.model, adapters.padding_side(cfg.adapter, cfg.model, cfg.task))
+
+
 def _val_batches(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     """The validation batches and label names, rebuilt from the config as the run built them."""
     cfg = check_config(cfg)
     raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
     task_data = data.task_data_for(raw, cfg.data, cfg.task)
-    dm = data.TuneDataModule(raw, task_data, models.load_tokenizer(cfg.model),
+    dm = data.TuneDataModule(raw, task_data, _tokenizer(cfg),
                              max_length=cfg.data.max_length, batch_size=32, num_workers=0,
                              cache_dir=Path(cfg.paths.cache_dir))
     dm.setup()
@@ -102,8 +108,7 @@ def _evaluate(net: torch.nn.Module, batches: list[dict]) -> tuple[float, torch.T
 
 def _fresh_model(cfg: DictConfig, labels: list[str], weights: Path | None = None) -> torch.nn.Module:
     cfg = check_config(cfg)
-    return models.load_model(cfg.model, cfg.task, labels, models.load_tokenizer(cfg.model),
-                             cfg.seed, weights=None if weights is None else str(weights))
+    return models.load_model(cfg.model, cfg.task, labels, _tokenizer(cfg), cfg.seed, weights=None if weights is None else str(weights))
 
 
 @pytest.mark.parametrize("model", ["tiny-bert", "tiny-llama"])
@@ -189,6 +194,32 @@ def test_qa_weight_adapters_read_segment_ids_and_train_the_span_head(method, tin
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).start_logits, as_given)
     assert size > 0
+
+
+def test_prompt_tuned_decoder_classifier_reads_each_rows_own_last_token(toy_cfg, spy, client,
+                                                                       tmp_path):
+    """Prompt tuning feeds a decoder classifier embeddings, so transformers cannot see the pads and
+    pools the last position: the run pads left, so that position is the row's own last token and
+    a row's logits never depend on padding; the saved tokenizer pads as training did."""
+    cfg = toy_cfg("model=tiny-llama", "adapter=prompt", *BODY["tiny-llama"], "trainer.max_steps=2")
+    train(cfg)
+    [run] = train_runs(client)
+    weights = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="weights",
+                                                  dst_path=str(tmp_path / "dl"),
+                                                  tracking_uri=cfg.tracking.uri)
+    tokenizer = load_trained_tokenizer(Path(weights))
+    net = spy["trained"].eval()
+    batch = tokenizer(["red cat", "blue dog green horse white sheep lion"], padding=True,
+                      return_tensors="pt")
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum(), "row 0 is padded"
+    with torch.no_grad():
+        before = net(**batch).logits
+        net.get_input_embeddings().weight[tokenizer.pad_token_id] += 1.0
+        after = net(**batch).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    assert tokenizer.padding_side == "left"
+    assert adapters.padding_side(check_config(toy_cfg("model=tiny-llama", "adapter=lora")).adapter,
+                                 cfg.model, cfg.task) is None, "ids reach the model: pads found"
 
 
 def test_virtual_token_adapters_refuse_to_merge(toy_cfg):

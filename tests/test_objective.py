@@ -38,6 +38,22 @@ def test_mlm_masking_skips_special_and_padding_and_repeats_in_eval(tiny_cfg):
     assert torch.equal(first[1], second[1]), "validation masks are the same every time"
 
 
+def test_decoder_self_supervised_loss_is_the_same_on_either_padding_side(tiny_cfg):
+    """Left padding (prompt-tuned decoder classifiers use it) scores the same next tokens as right
+    padding: a row's first token has no real token before it on either side."""
+    cfg = check_config(tiny_cfg("model=tiny-llama", "task=lm"))
+    tokenizer = models.load_tokenizer(cfg.model)
+    net = models.load_model(cfg.model, cfg.task, None, tokenizer).eval()
+    objective = SelfSupervised(tokenizer, "decoder", 0.15)
+    texts = ["the staff were lovely and the room was clean", "great"]
+    losses = []
+    for side in ("right", "left"):
+        batch = dict(tokenizer(texts, padding=True, padding_side=side, return_tensors="pt"))
+        with torch.no_grad():
+            losses.append(objective.loss(net, batch, net(**batch)))
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("model", ["tiny-bert", "tiny-llama"])
 def test_aux_weight_logs_task_and_aux_losses_that_sum(model, tiny_cfg, client):
     cfg = tiny_cfg(f"model={model}", *SMALL, "objective.aux_weight=0.5", "trainer.max_steps=6",

@@ -55,7 +55,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
         return run.final_metric(monitor)
     with run, hardware.distributed_job():
         L.seed_everything(cfg.seed, workers=True)
-        tokenizer = models.load_tokenizer(cfg.model)
+        tokenizer = models.load_tokenizer(
+            cfg.model, padding_side=adapters.padding_side(cfg.adapter, cfg.model, cfg.task))
         net = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed,
                                 weights=None if init is None else str(init))
         net = adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task)

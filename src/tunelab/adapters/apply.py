@@ -74,6 +74,19 @@ def peft_config(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig) ->
     return PromptTuningConfig(task_type=task_type, num_virtual_tokens=adapter.num_virtual_tokens)
 
 
+def padding_side(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig) -> str | None:
+    """"left" where the adapter hides the padding from the model, else None (the tokenizer's own).
+
+    Prompt tuning hands a decoder classifier embeddings instead of ids, so transformers cannot find
+    each row's last real token and pools the last position, a pad on right-padded rows: a row's
+    prediction then depends on what else is in its batch. Left padding puts the row's own last
+    token there (peft's examples pad decoders left for the same reason). The run's saved tokenizer
+    keeps the side, so evaluation and exports pad as training did."""
+    classifier = peft_task_type(task, model_cfg.family) == TaskType.SEQ_CLS
+    return "left" if adapter.method == "prompt" and model_cfg.family == "decoder" and classifier \
+        else None
+
+
 def needs_module_tree(adapter: DictConfig) -> bool:
     """Whether `check_fit` must see the model's modules (full and head fit every model)."""
     return adapter.method in (*TARGETED, "bitfit")

@@ -53,7 +53,9 @@ def _hub_kwargs(model: DictConfig) -> dict:
     return kwargs
 
 
-def load_tokenizer(model: DictConfig) -> PreTrainedTokenizerBase:
+def load_tokenizer(model: DictConfig, padding_side: str | None = None) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token, the preset's chat template and, when given, the
+    padding side the adapter needs (`adapters.padding_side`)."""
     source = model.tokenizer or model.pretrained
     kwargs = _hub_kwargs(model) if not model.tokenizer else {"trust_remote_code": False}
     tokenizer = AutoTokenizer.from_pretrained(resolve(source), **kwargs)
@@ -61,6 +63,8 @@ def load_tokenizer(model: DictConfig) -> PreTrainedTokenizerBase:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.chat_template:
         tokenizer.chat_template = model.chat_template
+    if padding_side:
+        tokenizer.padding_side = padding_side
     return tokenizer
 
 

@@ -23,8 +23,12 @@ def model_inputs(batch: dict) -> dict:
 
 
 def next_token_labels(batch: dict) -> torch.Tensor:
-    """Every real token is a target of the token before it; padding is not."""
-    return batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
+    """Every real token that follows a real token is its target; padding is not, and neither is a
+    left-padded row's first token (a pad comes before it), so either padding side scores alike."""
+    real = batch["attention_mask"] != 0
+    after_real = torch.zeros_like(real)
+    after_real[:, 1:] = real[:, :-1]
+    return batch["input_ids"].masked_fill(~(real & after_real), IGNORE)
 
 
 def shifted_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
