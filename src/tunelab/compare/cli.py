@@ -9,40 +9,50 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from tunelab.compare.report import Comparison, compare, write_report
+from tunelab.compare.report import DEFAULT_BY, Comparison, compare, write_report
 from tunelab.compare.runs import (CompareError, check_store, default_metric,
                                   default_tracking_uri, load_runs, resolve_experiment,
                                   with_metric)
-
-DEFAULT_BASELINE = "full"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tunelab-compare",
-        description="Compare an experiment's FINISHED training runs: tables of mean ± std over "
-                    "seeds, paired differences against a baseline adapter with bootstrap CIs, "
-                    "Pareto frontiers and learning curves, written as Markdown + HTML + PNG and "
-                    "logged to MLflow as a run tagged tunelab.run_kind=compare.")
+        description="Compare an experiment's FINISHED training runs: a decision (best "
+                    "configuration per budget, its significance and cost per point), every "
+                    "differing param as a configuration, paired differences along --by with "
+                    "paired tests and bootstrap CIs, Pareto frontiers, quality against budget "
+                    "and study sections, written as Markdown + self-contained HTML + PNG + CSV "
+                    "and logged to MLflow as a run tagged tunelab.run_kind=compare.")
     p.add_argument("--experiment", help="experiment name (default: the experiment of the most "
                                         "recent training run in the store)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store "
                                           "sqlite:///./mlruns/mlflow.db)")
     p.add_argument("--metric", help="task metric key (default: val/<task.monitor> of the runs)")
     p.add_argument("--out", type=Path, help="report folder (default: reports/<experiment>)")
-    p.add_argument("--baseline", help=f"adapter the others are paired against "
-                                      f"(default: {DEFAULT_BASELINE})")
+    p.add_argument("--study", help="only the runs of this study (tag tunelab.study_id); "
+                                   "its experiment unless --experiment is given")
+    p.add_argument("--by", default=DEFAULT_BY,
+                   help="the axis pairs differ in: adapter, model, task, hardware or any param "
+                        f"key such as optim.lr (default: {DEFAULT_BY}); keys it determines "
+                        "across the runs change with it")
+    p.add_argument("--baseline", help="the value of --by the others are paired against "
+                                      "(default: full for adapters, else the first in order)")
     return p
 
 
 def log_comparison(c: Comparison, experiment_id: str, out: Path) -> str:
     """Record the report as the artifacts of a `compare` run beside the runs it compares."""
     client = MlflowClient()
+    tags = {"tunelab.run_kind": "compare", "tunelab.compare.metric": c.metric,
+            "tunelab.compare.by": c.grouping.by or "", "tunelab.compare.baseline": c.baseline or ""}
+    if c.runs.study:
+        tags["tunelab.study_id"] = c.runs.study
     run = client.create_run(experiment_id, run_name=f"compare-{c.metric.replace('/', '-')}",
-                            tags={"tunelab.run_kind": "compare", "tunelab.compare.metric": c.metric,
-                                  "tunelab.compare.baseline": c.baseline})
+                            tags=tags)
     run_id = run.info.run_id
-    for key, value in {"metric": c.metric, "baseline": c.baseline, "runs": len(c.tidy),
+    for key, value in {"metric": c.metric, "by": c.grouping.by, "baseline": c.baseline,
+                       "runs": len(c.tidy), "configurations": len(c.summary),
                        "excluded": sum(c.runs.excluded.values())}.items():
         client.log_param(run_id, key, value)
     client.log_artifacts(run_id, str(out), "report")
@@ -55,16 +65,14 @@ def run(args: argparse.Namespace) -> tuple[Path, str]:
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri)
     mlflow.set_tracking_uri(uri)
-    experiment = resolve_experiment(args.experiment)
-    runs = load_runs(experiment)
+    experiment = resolve_experiment(args.experiment, args.study)
+    runs = load_runs(experiment, args.study)
     metric = args.metric or default_metric(runs)
     runs = with_metric(runs, metric)
-    baseline = args.baseline or DEFAULT_BASELINE
-    adapters = set(runs.runs["params.adapter.name"])
-    if args.baseline and baseline not in adapters:
-        raise CompareError(f"no run of baseline adapter {baseline!r}; adapters: "
-                           f"{', '.join(sorted(adapters))}")
-    comparison = compare(runs, metric, baseline)
+    comparison = compare(runs, metric, args.by, args.baseline)
+    if args.by != DEFAULT_BY and not comparison.grouping.arm:
+        raise CompareError(f"--by {args.by}: all runs share {comparison.grouping.by}; params "
+                           f"that differ: {', '.join(comparison.grouping.keys) or '(none)'}")
     out = args.out or Path("reports") / experiment.name
     report = write_report(comparison, out)
     return report, log_comparison(comparison, experiment.experiment_id, out)

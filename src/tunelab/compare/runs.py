@@ -15,8 +15,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Experiment
 
-GROUP_KEYS = ["model.name", "task.name", "adapter.name", "hardware.name"]
 TRAIN_FILTER = "tags.`tunelab.run_kind` = 'train'"
+STUDY_TAG, ARM_TAG, PHASE_TAG = "tunelab.study_id", "tunelab.arm", "tunelab.phase"
 
 
 class CompareError(Exception):
@@ -34,9 +34,11 @@ def check_store(uri: str) -> None:
         raise CompareError(f"no MLflow store at {uri} (train first, or pass --tracking-uri)")
 
 
-def resolve_experiment(name: str | None) -> Experiment:
-    """`name`, or the experiment of the most recent training run when no name is given."""
+def resolve_experiment(name: str | None, study: str | None = None) -> Experiment:
+    """`name`; else the experiment holding study `study`; else that of the latest training run."""
     client = MlflowClient()
+    if name is None and study is not None:
+        return study_experiment(study)
     if name is not None:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -52,13 +54,32 @@ def resolve_experiment(name: str | None) -> Experiment:
     return client.get_experiment(latest[0].info.experiment_id)
 
 
+def study_experiment(study: str) -> Experiment:
+    """The experiment whose runs carry `tunelab.study_id=study`; an error listing known ids."""
+    found = mlflow.search_runs(search_all_experiments=True, max_results=1, output_format="list",
+                               filter_string=f"tags.`{STUDY_TAG}` = '{study}'")
+    if not found:
+        known = mlflow.search_runs(search_all_experiments=True,
+                                   filter_string=f"tags.`{STUDY_TAG}` != ''")
+        ids = sorted(set(known[f"tags.{STUDY_TAG}"])) if not known.empty else []
+        raise CompareError(f"no run of study {study!r} in {mlflow.get_tracking_uri()}; "
+                           f"studies: {', '.join(ids) or '(none)'}")
+    return MlflowClient().get_experiment(found[0].info.experiment_id)
+
+
 @dataclass
 class RunSet:
-    """The FINISHED training runs that count, one row per run, and why others were left out."""
+    """The FINISHED training runs that count, one row per run, and why others were left out.
+
+    A study's search trials are kept apart in `search`: each arm's tuning curve, not seeds of
+    one configuration (they differ in the searched params and would each be a configuration).
+    """
 
     experiment: str
     runs: pd.DataFrame
     excluded: dict[str, int] = field(default_factory=dict)
+    search: pd.DataFrame = field(default_factory=pd.DataFrame)
+    study: str | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -66,13 +87,15 @@ class RunSet:
                       if c.startswith("metrics.") and self.runs[c].notna().any())
 
 
-def load_runs(experiment: Experiment) -> RunSet:
-    """FINISHED training runs of `experiment`; the latest run per config hash stands for it.
+def load_runs(experiment: Experiment, study: str | None = None) -> RunSet:
+    """FINISHED training runs of `experiment` (of study `study` only, when given); the latest
+    run per config hash stands for it.
 
     A config rerun with `tracking.on_finished=rerun` leaves two FINISHED runs of one hash;
     counting both would count one seed twice in the mean and in the pairing.
     """
-    frame = mlflow.search_runs([experiment.experiment_id], filter_string=TRAIN_FILTER,
+    where = TRAIN_FILTER + (f" and tags.`{STUDY_TAG}` = '{study}'" if study else "")
+    frame = mlflow.search_runs([experiment.experiment_id], filter_string=where,
                                order_by=["attributes.start_time DESC"])
     excluded: dict[str, int] = {}
     if frame.empty:
@@ -83,25 +106,36 @@ def load_runs(experiment: Experiment) -> RunSet:
     if finished.empty:
         raise CompareError(f"experiment {experiment.name!r} has no FINISHED training runs "
                            f"({', '.join(f'{n} {k}' for k, n in excluded.items())})")
-    missing = [k for k in GROUP_KEYS + ["seed"] if f"params.{k}" not in finished.columns]
-    if missing:
-        raise CompareError(f"runs of {experiment.name!r} lack params {missing}")
+    if "params.seed" not in finished.columns:
+        raise CompareError(f"runs of {experiment.name!r} record no seed param")
     hash_col = "tags.tunelab.config_hash"
     if hash_col in finished.columns:
         dup = finished[hash_col].notna() & finished.duplicated(hash_col, keep="first")
         if dup.any():
             excluded["superseded by a later run of the same config"] = int(dup.sum())
         finished = finished[~dup]
-    return RunSet(experiment.name, finished.reset_index(drop=True), excluded)
+    phase = finished.get(f"tags.{PHASE_TAG}", pd.Series(index=finished.index, dtype=object))
+    search = finished[phase == "search"]
+    if not search.empty:
+        excluded["study search trials (in the study section)"] = len(search)
+    kept = finished[phase != "search"]
+    if kept.empty:
+        raise CompareError(f"experiment {experiment.name!r} has no FINISHED training runs "
+                           "outside a study's search phase")
+    return RunSet(experiment.name, kept.reset_index(drop=True), excluded,
+                  search.reset_index(drop=True), study)
 
 
 def default_metric(runs: RunSet) -> str:
-    """`val/<task.monitor>`: the metric the runs themselves optimised."""
+    """`val/<task.monitor>`: the metric the runs themselves optimised; `test/<task.monitor>`
+    when every run is a study's confirm run (tuned on validation, scored on test)."""
     monitors = runs.runs.get("params.task.monitor", pd.Series(dtype=str)).dropna()
     if monitors.empty:
         raise CompareError("the runs record no task.monitor param; pass --metric "
                            f"(metrics: {', '.join(runs.metrics)})")
-    return f"val/{monitors.mode().iloc[0]}"
+    phase = runs.runs.get(f"tags.{PHASE_TAG}", pd.Series(dtype=object))
+    split = "test" if (phase == "confirm").all() and not phase.empty else "val"
+    return f"{split}/{monitors.mode().iloc[0]}"
 
 
 def with_metric(runs: RunSet, metric: str) -> RunSet:
@@ -114,7 +148,8 @@ def with_metric(runs: RunSet, metric: str) -> RunSet:
     excluded = dict(runs.excluded)
     if (~has).any():
         excluded[f"no {metric}"] = int((~has).sum())
-    return RunSet(runs.experiment, runs.runs[has].reset_index(drop=True), excluded)
+    return RunSet(runs.experiment, runs.runs[has].reset_index(drop=True), excluded,
+                  runs.search, runs.study)
 
 
 def metric_mode(runs: RunSet, metric: str) -> str:
@@ -131,9 +166,11 @@ def metric_mode(runs: RunSet, metric: str) -> str:
 
 
 def metric_histories(run_ids: list[str], keys: list[str]) -> pd.DataFrame:
-    """Every logged value of `keys` for `run_ids`, long form: run_id, key, step, value."""
+    """Every logged value of `keys` for `run_ids`, long form: run_id, key, step, value, and
+    timestamp (ms; the wall clock MLflow stamped on each value)."""
     client = MlflowClient()
-    rows = [{"run_id": run_id, "key": key, "step": m.step, "value": m.value}
+    rows = [{"run_id": run_id, "key": key, "step": m.step, "value": m.value,
+             "timestamp": m.timestamp}
             for run_id in run_ids for key in keys
             for m in client.get_metric_history(run_id, key)]
-    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
