@@ -16,12 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tunelab import adapters, data, hardware, models
+from tunelab import adapters, budget, data, hardware, models
 from tunelab.config import check_config
 from tunelab.config.printing import print_tree
 from tunelab.sweeps import SWEEP_ENV, sweep_id_for
 from tunelab.tracking import TrackedRun, is_rank_zero, run_weights, tracking_uri
-from tunelab.tracking.checkpoints import last_checkpoint, resume_points
+from tunelab.tracking.checkpoints import resume_point, resume_points
 
 log = logging.getLogger("tunelab")
 
@@ -37,6 +37,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
     """Run one logical run and return the metric sweepers optimise (val/<task.monitor>);
     `run_kind="reproduce"` re-runs `source_run` as a new run (tunelab-reproduce)."""
     cfg = check_config(cfg)
+    hardware.check_machine(cfg.hardware)
     if adapters.needs_module_tree(cfg.adapter):
         adapters.check_fit(models.skeleton(cfg.model, cfg.task), cfg.adapter, cfg.model)
     if is_rank_zero():
@@ -78,26 +79,23 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
                                    family=cfg.model.family, label_names=task_data.label_names)
         checkpoints, checkpoint_io = resume_points(
             run.checkpoint_dir, cfg.trainer.checkpoint_every_n_steps, cfg.seed)
+        meter = budget.BudgetMeter(cfg.budget.tokens, cfg.budget.seconds, cfg.budget.flops)
         trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg,
-                                                      output_dir or run.checkpoint_dir),
+                                                      output_dir or run.checkpoint_dir, net),
                             logger=run.logger() or False, default_root_dir=output_dir,
-                            callbacks=[*run.callbacks(counts), *checkpoints],
+                            callbacks=[*run.callbacks(counts), meter, *checkpoints],
                             plugins=[checkpoint_io])
-        # Ranks > 0 start inside fit, after rank 0 has cleared a new run's stale checkpoint or
-        # kept a resumed run's: each rank resumes from whatever checkpoint is then on disk.
-        if is_rank_zero() and run.status == "new":
-            shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-        resumes = run.status == "resumed" or not is_rank_zero()
-        resume = last_checkpoint(run.checkpoint_dir) if resumes else None
+        resume = resume_point(trainer, run.checkpoint_dir, run.status == "resumed")
         trainer.fit(module, datamodule, ckpt_path=resume, weights_only=True)
         if module.last_val_step != trainer.global_step:
             trainer.validate(module, datamodule, verbose=False)
         result = trainer.callback_metrics.get(monitor)
         if datamodule.has_test:
             trainer.test(module, datamodule, verbose=False)
+        whole = hardware.full_state_dict(trainer, "model")      # every rank: FSDP gathers
         if trainer.is_global_zero:
             weights = Path(output_dir or run.checkpoint_dir) / "weights"
-            size_mb = adapters.save_weights(module.model, weights, tokenizer)
+            size_mb = adapters.save_weights(module.model, weights, tokenizer, whole)
             run.log_metrics({"params/adapter_mb": size_mb,
                              "time/tokenize_seconds": datamodule.prepare_seconds},
                             step=trainer.global_step)

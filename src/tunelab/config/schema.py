@@ -196,6 +196,24 @@ class TrackingConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """Limits beside trainer.max_steps; the first reached ends the run. null = no limit."""
+    name: str = "default"
+    tokens: int | None = None
+    seconds: float | None = None
+    flops: float | None = None
+
+
+@dataclass
+class StudyConfig:
+    """Set by hydra/sweeper=study on each of its runs (tags tunelab.study_id/arm/phase); part of
+    the config hash, so two studies never share a run."""
+    id: str
+    arm: str
+    phase: str
+
+
+@dataclass
 class PathsConfig:
     name: str
     cache_dir: str = ".cache/tunelab"
@@ -214,7 +232,11 @@ GROUP_SCHEMAS: dict[str, type] = {
     "tracking": TrackingConfig,
     "paths": PathsConfig,
 }
+# Optional groups: a config without them (an older run's, reproduced) binds to their defaults.
+OPTIONAL_SCHEMAS: dict[str, type] = {"budget": BudgetConfig, "study": StudyConfig}
 ROOT_KEYS = {"seed", "adapter", *GROUP_SCHEMAS}
+# `search:` beside a method or model declares its space for hydra/sweeper=study; runs never read it
+SEARCH_KEY = "search"
 
 
 def check_config(cfg: DictConfig) -> DictConfig:
@@ -222,9 +244,12 @@ def check_config(cfg: DictConfig) -> DictConfig:
     return the resolved config with every schema default filled in (what the run records)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
+    allowed = sorted(ROOT_KEYS | set(OPTIONAL_SCHEMAS))
     for key in plain:
-        if key not in ROOT_KEYS:
-            raise ConfigError(key, plain[key], f"unknown top-level key; allowed: {sorted(ROOT_KEYS)}")
+        if key not in allowed:
+            raise ConfigError(key, plain[key], f"unknown top-level key; allowed: {allowed}")
+        if isinstance(plain[key], dict):
+            plain[key].pop(SEARCH_KEY, None)
     for key in sorted(ROOT_KEYS - set(plain)):
         raise ConfigError(key, None, "missing; every run needs this group")
     if not isinstance(plain["seed"], int) or isinstance(plain["seed"], bool):
@@ -239,6 +264,9 @@ def check_config(cfg: DictConfig) -> DictConfig:
                 raise ConfigError("adapter.method", method, f"one of {list(ADAPTER_METHODS)}")
             schema = ADAPTER_SCHEMAS[method]
         checked[group] = _bind(group, plain[group], schema)
+    checked["budget"] = _bind("budget", plain.get("budget", {}), BudgetConfig)
+    if "study" in plain:
+        checked["study"] = _bind("study", plain["study"], StudyConfig)
     _resolve_head(checked["task"], checked["model"]["family"])
     validated = OmegaConf.create(checked)
     _check_values(validated)
@@ -339,6 +367,12 @@ def _check_values(cfg: DictConfig) -> None:
              "data.group_by_length", data.group_by_length,
              f"false with hardware={hw.name} (devices={hw.devices}, num_nodes={hw.num_nodes}): "
              "length grouping runs on one device (hardware=cpu or gpu)")
+    for key in ("tokens", "seconds", "flops"):
+        value = cfg.budget[key]
+        _require(value is None or value > 0, f"budget.{key}", value, "null (no limit) or > 0")
+    if "study" in cfg:
+        _require(cfg.study.phase in ("search", "confirm"), "study.phase", cfg.study.phase,
+                 "search or confirm")
     _require(cfg.tracking.on_finished in ("skip", "rerun"), "tracking.on_finished",
              cfg.tracking.on_finished, "skip or rerun")
     if adapter.method in ("lora", "dora"):

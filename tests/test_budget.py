@@ -1,0 +1,60 @@
+"""Budgets beside trainer.max_steps: a real tiny-bert fit stops where its budget says, validates
+its final weights, and records what it used (budget/*)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import train_runs
+from tunelab.config import ConfigError, check_config
+from tunelab.train import train
+
+BATCH, LENGTH = 8, 6     # every generated sentence has more than 6 tokens: 48 real tokens per step
+PER_STEP = BATCH * LENGTH
+SHORT = ["data.synthetic.train_size=400", "data.synthetic.eval_size=16", f"data.batch_size={BATCH}",
+         f"data.max_length={LENGTH}", "trainer.checkpoint_every_n_steps=1000"]
+
+
+def used(client) -> dict[str, float]:
+    [run] = train_runs(client)
+    assert run.info.status == "FINISHED", run.data.tags.get("tunelab.error")
+    return run.data.metrics, run
+
+
+def test_token_and_flop_budgets_stop_at_the_first_step_that_reaches_them(tiny_cfg, client,
+                                                                        one_thread):
+    train(tiny_cfg(*SHORT, "trainer.max_steps=50", f"budget.tokens={3 * PER_STEP + 1}"))
+    metrics, run = used(client)
+    assert metrics["budget/steps_used"] == 4          # 3 steps fall one token short
+    assert metrics["budget/tokens_used"] == 4 * PER_STEP
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [4]
+    per_token = metrics["budget/flops_used"] / metrics["budget/tokens_used"]
+    assert per_token > 0 and metrics["budget/seconds_used"] > 0
+
+    client.delete_run(run.info.run_id)
+    train(tiny_cfg(*SHORT, "trainer.max_steps=50", f"budget.flops={per_token * PER_STEP * 1.5}"))
+    metrics, _ = used(client)
+    assert metrics["budget/steps_used"] == 2
+    assert metrics["budget/flops_used"] == pytest.approx(per_token * 2 * PER_STEP)
+
+
+def test_max_steps_and_seconds_budgets_are_recorded_the_same_way(tiny_cfg, client, one_thread):
+    train(tiny_cfg(*SHORT, "trainer.max_steps=3"))
+    metrics, run = used(client)
+    assert (metrics["budget/steps_used"], metrics["budget/tokens_used"]) == (3, 3 * PER_STEP)
+
+    client.delete_run(run.info.run_id)
+    train(tiny_cfg(*SHORT, "trainer.max_steps=100000", "trainer.max_epochs=null",
+                   "budget.seconds=0.5"))
+    metrics, run = used(client)
+    assert 0 < metrics["budget/steps_used"] < 100000
+    # stops at the first step past 0.5 s of training steps; one tiny-bert step is far below 30 s
+    assert 0.5 <= metrics["budget/seconds_used"] < 30
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
+    assert steps[-1] == metrics["budget/steps_used"]
+
+
+@pytest.mark.parametrize("key", ["tokens", "seconds", "flops"])
+def test_a_negative_budget_is_refused_before_anything_loads(tiny_cfg, key):
+    with pytest.raises(ConfigError, match=rf"budget\.{key}=-5(\.0)?: null \(no limit\) or > 0"):
+        check_config(tiny_cfg(f"budget.{key}=-5"))
