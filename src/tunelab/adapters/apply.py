@@ -1,9 +1,8 @@
 """The one place a fine-tuning method is applied: peft configs for the PEFT family, parameter
 selections for bitfit and head, the pre-load fit check, and trainable-parameter accounting.
 
-Versions are pinned on purpose (pyproject): prefix tuning on BERT-style encoders needs
-transformers 4.57.x with peft 0.21.2; on transformers 5.x peft's prefix path fails on BERT with
-"Model does not support past key values" (BERT no longer takes a legacy past_key_values there).
+Prefix tuning on transformers >= 5.24 goes through `compat.restore_past_key_values` until peft
+reads the renamed cache argument (see that module for when to delete it).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from peft import (IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptT
 from peft.utils import (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
                         TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
 
+from tunelab.adapters.compat import restore_past_key_values
 from tunelab.adapters.selection import bias_parameters, select
 from tunelab.config import ConfigError
 
@@ -142,7 +142,7 @@ def apply_adapter(net: torch.nn.Module, adapter: DictConfig, model_cfg: DictConf
     if adapter.method in SELECTIONS:
         return select(net, adapter.method)
     if adapter.method in PEFT_METHODS:
-        return get_peft_model(net, peft_config(adapter, model_cfg, task))
+        return restore_past_key_values(get_peft_model(net, peft_config(adapter, model_cfg, task)))
     raise NotImplementedError(f"adapter method {adapter.method}")
 
 
