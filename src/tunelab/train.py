@@ -83,7 +83,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
         trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg,
                                                       output_dir or run.checkpoint_dir, net),
                             logger=run.logger() or False, default_root_dir=output_dir,
-                            callbacks=[*run.callbacks(counts), meter, *checkpoints],
+                            callbacks=[*run.callbacks(), meter, *checkpoints],
                             plugins=[checkpoint_io])
         resume = resume_point(trainer, run.checkpoint_dir, run.status == "resumed")
         trainer.fit(module, datamodule, ckpt_path=resume, weights_only=True)

@@ -119,6 +119,7 @@ class HardwareConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     process_group_backend: str | None = None
+    usd_per_hour: float | None = None     # price of one node; cost/usd = price x nodes x fit hours
 
 
 @dataclass
@@ -193,6 +194,7 @@ class TrackingConfig:
     experiment: str = "tunelab"
     run_name: str | None = None
     on_finished: str = "skip"
+    system_metrics: bool = False
 
 
 @dataclass
@@ -356,6 +358,8 @@ def _check_values(cfg: DictConfig) -> None:
     _require(trainer.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches",
              trainer.accumulate_grad_batches, "an integer > 0")
     _require(hw.num_nodes > 0, "hardware.num_nodes", hw.num_nodes, "an integer > 0")
+    _require(hw.usd_per_hour is None or hw.usd_per_hour >= 0, "hardware.usd_per_hour",
+             hw.usd_per_hour, "null (no cost/usd) or a price per node-hour >= 0")
     _require(hw.devices == "auto" or (isinstance(hw.devices, int) and hw.devices > 0),
              "hardware.devices", hw.devices, "an integer > 0 or 'auto'")
     if isinstance(hw.devices, int):

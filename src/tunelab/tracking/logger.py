@@ -68,10 +68,20 @@ class RunLogger(Logger):
 
 class StepClock(Callback):
     """Lets RunLogger record every metric at `trainer.global_step` (optimizer steps completed),
-    where Lightning passes a batch counter that lags by one inside the epoch."""
+    where Lightning passes a batch counter that lags by one inside the epoch; and records the last
+    step's `train/*` values when `trainer.log_every_n_steps` did not fall on it, so a run shorter
+    than that interval still has its `train/loss`."""
 
     def __init__(self, logger: RunLogger):
         self.logger = logger
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.logger.trainer = trainer
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        every, step = trainer.log_every_n_steps, trainer.global_step
+        if step == 0 or (every > 0 and step % every == 0):
+            return      # nothing trained, or Lightning logged this step itself
+        last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        if last:
+            self.logger.log_metrics(last, step=step)

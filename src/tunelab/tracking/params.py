@@ -10,6 +10,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tunelab.hardware import profile
+from tunelab.tracking.peaks import device_model
+
 MASK = "***"
 PARAM_LIMIT = 6000          # MLflow's param value limit; longer values are cut, the artifact has all
 # A name is a secret's when its last word is one (HF_TOKEN, WANDB_API_KEY, hub.token), not when a
@@ -19,6 +22,8 @@ _SECRET_NAME = re.compile(r"(^|[._-])(token|secret|password|passwd|api[_-]?key|a
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,}|"
                            r"AKIA[0-9A-Z]{16})\b")
 HASH_EXCLUDES = ("tracking", "paths")
+# Not what ran: the profile's file name (`auto` and `cpu` can be the same hardware) and its price.
+HARDWARE_HASH_EXCLUDES = ("name", "usd_per_hour")
 
 
 def is_secret_name(name: str) -> bool:
@@ -78,10 +83,27 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def resolved_hardware(hw: dict, trainer_precision: str) -> dict[str, Any]:
+    """The hardware a profile runs on here, its `auto` values decided the way the Trainer decides
+    them (tunelab.hardware.profile), plus the device model: `hardware.resolved.*`."""
+    node = OmegaConf.create({k: v for k, v in hw.items() if k not in HARDWARE_HASH_EXCLUDES})
+    accelerator = profile.accelerator(node)
+    accelerator = "gpu" if accelerator in profile.GPU_NAMES else accelerator
+    return {**OmegaConf.to_container(node), "accelerator": accelerator,
+            "devices": profile.devices(node),
+            "precision": profile.precision(node, trainer_precision),
+            "device_model": device_model(accelerator)}
+
+
 def config_hash(plain: dict, data_digest: str) -> str:
-    """Identifies a logical run: the resolved config minus where it is tracked/stored, plus the data."""
+    """Identifies a logical run: the resolved config minus where it is tracked/stored, with the
+    hardware as it resolved here (so `hardware=auto` on a CPU is `hardware=cpu`, and a GPU re-run
+    of a CPU run is a run of its own), plus the data."""
     core = {k: v for k, v in plain.items() if k not in HASH_EXCLUDES}
-    core["trainer"] = {k: v for k, v in core.get("trainer", {}).items()
-                       if k != "enable_progress_bar"}
+    trainer = core.get("trainer", {})
+    core["hardware"] = resolved_hardware(core.get("hardware", {}),
+                                         trainer.get("precision", "32-true"))
+    core["trainer"] = {k: v for k, v in trainer.items()
+                       if k not in ("enable_progress_bar", "precision")}
     blob = json.dumps({"config": core, "data": data_digest}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

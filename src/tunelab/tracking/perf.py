@@ -1,111 +1,210 @@
-"""What a run costs: throughput after warm-up (summed over ranks), peak memory, MFU, fit time."""
+"""What a run costs: time, throughput, FLOPs and MFU, its own peak memory, energy and money.
+
+Every rate is over training steps only (forward, backward, optimizer step, after a warm-up):
+validation inside fit, checkpoint writes, data fetching and test are not steps, and a run that
+validated every 2 steps recorded a third of the throughput of one that did not.
+"""
 
 from __future__ import annotations
 
+import os
 import time
-from functools import lru_cache
+from collections.abc import Callable, Iterable
 
 import lightning as L
-import psutil
 import torch
 
 from tunelab.startup import process_start_time
+from tunelab.tracking.energy import EnergyMeter
+from tunelab.tracking.peaks import peak_flops
 
 WARMUP_BATCHES = 3
-# Dense bf16 peak FLOP/s of common accelerators, by a substring of the device name.
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
-                  "L4": 121e12, "V100": 125e12, "T4": 65e12, "RTX 4090": 165e12}
+# Methods whose trainable weights all sit in the task head: the backward pass stops there.
+HEAD_ONLY_METHODS = ("head",)
+MB = 2**20
 
 
-@lru_cache(maxsize=1)
-def cpu_peak_flops(size: int = 1024, repeats: int = 6) -> float:
-    """The machine's fp32 matmul rate, measured once per process: the CPU's 'rated peak'.
-    The fastest of several products, so a moment of contention does not understate the peak."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    fastest = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        fastest = min(fastest, time.perf_counter() - start)
-    return 2 * size**3 / fastest
+def matmul_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(all, trainable) weights that take part in multiply-adds: those of every module but
+    embedding lookups. A weight tied to an embedding and used by a linear head (an LM head) counts,
+    since the head multiplies by it."""
+    owned: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Embedding):
+            owned.update({id(p): p for p in module.parameters(recurse=False)})
+    return (sum(p.numel() for p in owned.values()),
+            sum(p.numel() for p in owned.values() if p.requires_grad))
 
 
-def peak_flops(device: torch.device) -> float | None:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
-    return cpu_peak_flops()
+def train_flops_per_token(model: torch.nn.Module, adapter_method: str) -> float:
+    """Training FLOPs per token, counted per method (attention's sequence-length term left out):
+    forward 2N; gradients with respect to activations 2N wherever the backward pass runs; weight
+    gradients 2N_trainable, so frozen weights cost none. Full fine-tuning is 6N, LoRA about 4N,
+    and head-only training 2N + 4N_head, since no backward runs through the frozen body."""
+    total, trainable = matmul_params(model)
+    activation_grads = trainable if adapter_method in HEAD_ONLY_METHODS else total
+    return 2 * total + 2 * activation_grads + 2 * trainable
 
 
-def memory_mb(device: torch.device) -> float:
-    """Memory in use now: allocated on a GPU, resident (RSS) on the CPU. Sampled per batch for
-    the CPU, because the process-lifetime peak (ru_maxrss) would carry earlier jobs of a sweep
-    that ran in the same process."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return psutil.Process().memory_info().rss / 2**20
+def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
+    """Bytes held by the storages of `tensors`, each storage once (views and tied weights)."""
+    storages = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def held_tensors(trainer: L.Trainer, module: torch.nn.Module) -> list[torch.Tensor]:
+    """What a run keeps between steps: weights, buffers, gradients and optimizer state."""
+    held = [*module.parameters(), *module.buffers()]
+    held += [p.grad for p in module.parameters() if p.grad is not None]
+    for optimizer in trainer.optimizers:
+        for state in optimizer.state.values():
+            held += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return held
+
+
+class StepMemory:
+    """The run's own peak memory: what it holds between steps plus the peak a step adds on top.
+
+    A shared process cannot tell runs apart by its RSS (the jobs of a basic multirun share one:
+    746 -> 828 MB over six identical jobs), and even RSS growth over a fit varied by 30% between
+    identical jobs. So the held part is counted from the run's tensors, and a step's part is
+    measured by the CUDA allocator on a GPU (peak allocated after the first optimizer step, over
+    what was allocated then) and, on the CPU, which has no allocator counter, counted from the
+    activations autograd saves for backward (the bulk of a step's memory, temporaries excluded)."""
+
+    def __init__(self) -> None:
+        self.held_ptrs: set[int] = set()
+        self.saved: dict[int, int] = {}
+        self.saved_peak = 0
+        self.cuda_base: int | None = None
+        self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in self.held_ptrs:
+            self.saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def start(self, module: torch.nn.Module) -> None:
+        self.held_ptrs = {t.untyped_storage().data_ptr()
+                          for t in [*module.parameters(), *module.buffers()]}
+
+    def batch_start(self) -> None:
+        self.saved = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+
+    def stop_counting(self) -> None:
+        """Leave the hooks, also when a step raised: they would count the next job's steps."""
+        if self._hooks is not None:
+            self._hooks.__exit__(None, None, None)
+            self._hooks = None
+
+    def batch_end(self, trainer: L.Trainer, device: torch.device) -> None:
+        self.stop_counting()
+        self.saved_peak = max(self.saved_peak, sum(self.saved.values()))
+        if device.type == "cuda" and self.cuda_base is None and trainer.global_step >= 1:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.cuda_base = torch.cuda.memory_allocated(device)
+
+    def peak_bytes(self, trainer: L.Trainer, module: torch.nn.Module,
+                   device: torch.device) -> int:
+        step = self.saved_peak
+        if device.type == "cuda" and self.cuda_base is not None:
+            step = torch.cuda.max_memory_allocated(device) - self.cuda_base
+        return tensor_bytes(held_tensors(trainer, module)) + step
 
 
 class CostMeter(L.Callback):
-    """Counts samples and tokens of training batches after a warm-up and logs the costs at fit end.
+    """Times training steps after a warm-up, counts their samples and tokens, and logs the costs
+    at fit end; `tag` records where the peak FLOP/s and the energy came from.
 
-    FLOPs per token: 6·N with every weight training (forward 2N, backward 4N), 4·N when most
-    weights are frozen (their weight gradients are skipped); N counts non-embedding weights, since
-    an embedding lookup does no multiply-adds."""
+    Steps are timed from batch start to batch end (synchronised on a GPU), so everything Lightning
+    does between steps (validation, checkpoint writes, fetching the next batch) is left out."""
 
-    def __init__(self, total_params: int, trainable_params: int):
-        self.total, self.trainable = total_params, trainable_params
-        self.matmul_params = total_params
-        self.samples = self.tokens = 0
-        self.seen = 0
-        self.t_measure = self.t_fit = self.t_last = None
-        self.fit_seconds = self.startup_seconds = self.peak_mb = 0.0
-        self.eval_samples, self.t_eval = 0, 0.0
+    def __init__(self, adapter_method: str, usd_per_hour: float | None = None,
+                 tag: Callable[[dict[str, str]], None] | None = None):
+        self.adapter_method, self.usd_per_hour = adapter_method, usd_per_hour
+        self.tag = tag or (lambda tags: None)
+        self.samples = self.tokens = self.seen = 0
+        self.train_seconds = self.fit_seconds = self.startup_seconds = 0.0
+        self.t_fit = self.t_batch = self.t_eval = 0.0
+        self.eval_samples = 0
+        self.per_token = 0.0
+        self.memory = StepMemory()
+        self.energy = EnergyMeter()
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.t_fit = time.perf_counter()
-        embedded = {id(p): p.numel() for m in pl_module.modules()
-                    if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-        self.matmul_params = self.total - sum(embedded.values())
-        if pl_module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self.per_token = train_flops_per_token(pl_module, self.adapter_method)
+        self.memory.start(pl_module)
+        first_on_node = int(os.environ.get("LOCAL_RANK", "0")) == 0
+        self.energy = EnergyMeter.start(pl_module.device, first_on_node)
+
+    def _sync(self, device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.seen == WARMUP_BATCHES:
-            self.t_measure = time.perf_counter()
+        self.memory.batch_start()
+        if self.seen >= WARMUP_BATCHES:
+            self._sync(pl_module.device)
+            self.t_batch = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen += 1
-        self.peak_mb = max(self.peak_mb, memory_mb(pl_module.device))
-        if self.seen == 1:
-            self.startup_seconds = time.time() - process_start_time()
         if self.seen > WARMUP_BATCHES:
+            self._sync(pl_module.device)
+            self.train_seconds += time.perf_counter() - self.t_batch
             mask = batch.get("attention_mask")
             ids = batch["input_ids"]
             self.samples += ids.shape[0]
             self.tokens += int(mask.sum()) if mask is not None else ids.numel()
-            self.t_last = time.perf_counter()
+        if self.seen == 1:
+            self.startup_seconds = time.time() - process_start_time()
+        self.memory.batch_end(trainer, pl_module.device)
+        self.energy.sample()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.memory.stop_counting()
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.fit_seconds = time.perf_counter() - self.t_fit
+        device = pl_module.device
+        joules = self.energy.joules()
+        totals = trainer.strategy.reduce(torch.tensor(
+            [self.samples, self.tokens, joules or 0.0], dtype=torch.float64, device=device),
+            reduce_op="sum")
+        samples, tokens, joules_sum = totals.tolist()
+        peak_mem = trainer.strategy.reduce(torch.tensor(
+            float(self.memory.peak_bytes(trainer, pl_module, device)), dtype=torch.float64,
+            device=device), reduce_op="max")
         metrics = {"time/fit_seconds": self.fit_seconds,
                    "time/startup_seconds": self.startup_seconds,
-                   "perf/peak_mem_mb": max(self.peak_mb, memory_mb(pl_module.device))}
-        if self.t_measure is not None and self.samples:
-            # Up to the last training batch: the final checkpoint and validation are not steps.
-            elapsed = self.t_last - self.t_measure
-            counts = torch.tensor([self.samples, self.tokens], dtype=torch.float64,
-                                  device=pl_module.device)
-            counts = trainer.strategy.reduce(counts, reduce_op="sum")
-            samples, tokens = counts.tolist()
-            metrics["perf/train_samples_per_sec"] = samples / elapsed
-            metrics["perf/train_tokens_per_sec"] = tokens / elapsed
-            per_token = (6 if self.trainable > 0.5 * self.total else 4) * self.matmul_params
-            peak = peak_flops(pl_module.device)
+                   "time/train_step_seconds": self.train_seconds,
+                   "perf/peak_mem_mb": float(peak_mem) / MB,
+                   "perf/flops_per_token": self.per_token}
+        if self.usd_per_hour is not None:
+            metrics["cost/usd"] = self.usd_per_hour * trainer.num_nodes * self.fit_seconds / 3600
+        tags = {}
+        if joules is not None:
+            metrics["perf/energy_j"] = joules_sum
+            tags["perf.energy_source"] = self.energy.source
+        if self.train_seconds > 0 and samples:
+            metrics["perf/train_samples_per_sec"] = samples / self.train_seconds
+            metrics["perf/train_tokens_per_sec"] = tokens / self.train_seconds
+            peak, tags["perf.peak_source"] = peak_flops(device, trainer.precision)
             if peak:
-                world = trainer.world_size
-                metrics["perf/mfu"] = per_token * tokens / elapsed / (peak * world)
+                metrics["perf/peak_flops"] = peak
+                metrics["perf/mfu"] = \
+                    self.per_token * tokens / self.train_seconds / (peak * trainer.world_size)
+        if trainer.is_global_zero:
+            self.tag(tags)
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
 

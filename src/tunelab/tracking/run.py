@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -20,9 +19,11 @@ import mlflow
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 import yaml
 from mlflow.entities import Param, RunStatus, RunTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from omegaconf import DictConfig
 
 from tunelab.tracking import params as P
+from tunelab.tracking.identity import code_identity
 from tunelab.tracking.interrupts import CtrlC
 from tunelab.tracking.logger import RunLogger, StepClock
 from tunelab.tracking.perf import CostMeter
@@ -42,15 +43,6 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
 
 
 def is_rank_zero() -> bool:
@@ -82,11 +74,14 @@ class TrackedRun:
     def __post_init__(self) -> None:
         self.plain = P.plain_config(self.cfg)
         self.config_hash = P.config_hash(self.plain, self.data_digest)
+        self.hardware = P.resolved_hardware(self.plain["hardware"],
+                                            self.plain["trainer"]["precision"])
         self.uri = tracking_uri(self.cfg.tracking.uri, self.cfg.paths.mlruns_dir)
         self.active = is_rank_zero()
         self.client = client_for(self.uri) if self.active else None
         self._logger: RunLogger | None = None
         self.ctrl_c = CtrlC()
+        self.system_metrics: SystemMetricsMonitor | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -125,10 +120,10 @@ class TrackedRun:
         tags = {"tunelab.run_kind": self.run_kind, "tunelab.config_hash": self.config_hash,
                 "tunelab.overrides": P.mask_text(" ".join(self.overrides)),
                 "tunelab.checkpoint_dir": P.mask_text(str(self.checkpoint_dir)),
-                **{f"tunelab.version.{k}": v for k, v in package_versions().items()}}
-        commit = git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
+                **{f"tunelab.version.{k}": v for k, v in package_versions().items()},
+                **code_identity()}
+        if "tunelab.code.commit" in tags:     # the UI's commit column: tunelab's, not the cwd's
+            tags["mlflow.source.git.commit"] = tags["tunelab.code.commit"]
         if self.source_run:
             tags["tunelab.source_run"] = self.source_run
         if self.sweep_id:
@@ -138,11 +133,17 @@ class TrackedRun:
                 tags["mlflow.parentRunId"] = parent
         return tags
 
+    def tag(self, tags: dict[str, str]) -> None:
+        """Set tags on the run from rank 0 (other ranks log nothing)."""
+        if self.active and self.run_id is not None and tags:
+            self._tag(tags)
+
     def _tag(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _log_config(self) -> None:
-        params = [Param(k, v) for k, v in P.flatten(self.plain).items()
+        device = {"hardware.resolved.device_model": self.hardware["device_model"]}
+        params = [Param(k, v) for k, v in {**P.flatten(self.plain), **device}.items()
                   if self.run_kind == "train"]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start:start + 100])
@@ -159,9 +160,9 @@ class TrackedRun:
             self._logger = RunLogger(self.client, self.run_id, self._logged_steps())
         return self._logger
 
-    def callbacks(self, counts: dict[str, float]) -> list:
+    def callbacks(self) -> list:
         """Lightning callbacks that measure costs and keep metric steps in optimizer steps."""
-        meter = CostMeter(int(counts["params/total"]), int(counts["params/trainable"]))
+        meter = CostMeter(self.cfg.adapter.method, self.cfg.hardware.usd_per_hour, self.tag)
         logger = self.logger()
         return [meter, self.ctrl_c] + ([StepClock(logger)] if logger is not None else [])
 
@@ -212,6 +213,12 @@ class TrackedRun:
     # ---- closing -----------------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
         self.ctrl_c.install()
+        if self.active and self.run_id is not None and self.cfg.tracking.system_metrics:
+            # MLflow's CPU, memory, disk, network (and, with nvidia-ml-py, GPU) sampler;
+            # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL sets its period (10 s by default)
+            self.system_metrics = SystemMetricsMonitor(
+                self.run_id, resume_logging=self.status == "resumed", tracking_uri=self.uri)
+            self.system_metrics.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -226,6 +233,8 @@ class TrackedRun:
         return False
 
     def _close(self, exc_type, exc, tb) -> None:
+        if self.system_metrics is not None:
+            self.system_metrics.finish()
         if self._logger is not None:
             self._logger.flush()
         if exc is None:
