@@ -111,6 +111,7 @@ def grouping(params: pd.DataFrame, by: str | None) -> Grouping:
         else:
             together[same].append(key)
     keys.sort()
+    together = {k: sorted(v) for k, v in together.items()}
     if by is None or by not in keys:
         return Grouping(keys, together, skipped, by, [], keys)
     arm = [k for k in keys if k == by or determines(params, by, k)]
