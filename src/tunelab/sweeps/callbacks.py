@@ -54,6 +54,12 @@ def sweep_key(config: DictConfig) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def parent_kind(config: DictConfig) -> str:
+    """The parent run's tunelab.run_kind: `study` under hydra/sweeper=study (it also records each
+    arm's tuned values), `sweep` for any other multirun."""
+    return "study" if "trials_per_arm" in config.hydra.sweeper else "sweep"
+
+
 def picklable(error: BaseException) -> BaseException:
     """`error`, or a RuntimeError with its text when it cannot make the trip back from a joblib
     worker: an exception whose __init__ takes other arguments than its message fails to unpickle,
@@ -88,17 +94,18 @@ class SweepCallback(Callback):
         client = client_for(self._uri)
         self._exp = experiment_id(client, config.tracking.experiment,
                                   artifact_root(self._uri, config.paths.mlruns_dir))
-        tags = {"tunelab.run_kind": "sweep", "tunelab.sweep_id": sweep_id,
+        kind = parent_kind(config)
+        tags = {"tunelab.run_kind": kind, "tunelab.sweep_id": sweep_id,
                 "tunelab.overrides": mask_text(" ".join(config.hydra.overrides.task)),
                 "tunelab.sweep_dir": str(sweep_dir), "tunelab.sweep_status": "running"}
-        earlier = sweep_parent(client, self._exp, sweep_id)
+        earlier = sweep_parent(client, self._exp, sweep_id, kind)
         if earlier:
             self._run_id = earlier
             client.update_run(self._run_id, status="RUNNING")
             client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             log.info("sweep %s: rejoining parent run %s", sweep_id, self._run_id)
         else:
-            self._run_id = client.create_run(self._exp, run_name=f"sweep-{sweep_id}",
+            self._run_id = client.create_run(self._exp, run_name=f"{kind}-{sweep_id}",
                                              tags=tags).info.run_id
         self._sweep_id, self._sweep_dir, self._closed = sweep_id, sweep_dir, False
         atexit.register(self._close_after_error)

@@ -126,9 +126,14 @@ class TrackedRun:
             tags["mlflow.source.git.commit"] = tags["tunelab.code.commit"]
         if self.source_run:
             tags["tunelab.source_run"] = self.source_run
+        study = self.cfg.get("study")
+        if study is not None:       # hydra/sweeper=study sets these on each of its runs
+            tags.update({"tunelab.study_id": study.id, "tunelab.arm": study.arm,
+                         "tunelab.phase": study.phase})
         if self.sweep_id:
             tags["tunelab.sweep_id"] = self.sweep_id
-            parent = sweep_parent(self.client, exp, self.sweep_id)
+            parent = sweep_parent(self.client, exp, self.sweep_id,
+                                  "study" if study is not None else "sweep")
             if parent:
                 tags["mlflow.parentRunId"] = parent
         return tags

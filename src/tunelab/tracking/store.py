@@ -134,9 +134,11 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
     raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
 
 
-def sweep_parent(client: MlflowClient, experiment: str, sweep_id: str) -> str | None:
-    """The run id of a sweep's parent run (the first one, if a rerun ever made two)."""
+def sweep_parent(client: MlflowClient, experiment: str, sweep_id: str,
+                 kind: str = "sweep") -> str | None:
+    """The run id of a sweep's parent run (the first one, if a rerun ever made two); `kind` is
+    its tunelab.run_kind: `study` for hydra/sweeper=study."""
     runs = client.search_runs([experiment], f"tags.`tunelab.sweep_id` = '{sweep_id}' and "
-                                            "tags.`tunelab.run_kind` = 'sweep'",
+                                            f"tags.`tunelab.run_kind` = '{kind}'",
                               order_by=["attributes.start_time ASC"], max_results=1)
     return runs[0].info.run_id if runs else None
