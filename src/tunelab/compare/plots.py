@@ -77,11 +77,13 @@ def deltas_figure(deltas: pd.DataFrame, metric: str) -> Figure:
     sd = rows.sd.fillna(0)
     ax.errorbar(rows.delta, y, xerr=sd, fmt="none", ecolor="gray", linestyle="--", capsize=2)
     ci = rows.ci_low.notna()
-    ax.errorbar(rows.delta[ci], rows.index[ci],
-                xerr=[rows.delta[ci] - rows.ci_low[ci], rows.ci_high[ci] - rows.delta[ci]],
-                fmt="o", color="tab:blue", capsize=5, linewidth=2, label="95% CI")
-    ax.plot(rows.delta[~ci], rows.index[~ci], "o", color="tab:orange",
-            label="too few seeds for a CI")
+    if ci.any():
+        ax.errorbar(rows.delta[ci], rows.index[ci],
+                    xerr=[rows.delta[ci] - rows.ci_low[ci], rows.ci_high[ci] - rows.delta[ci]],
+                    fmt="o", color="tab:blue", capsize=5, linewidth=2, label="95% CI")
+    if (~ci).any():
+        ax.plot(rows.delta[~ci], rows.index[~ci], "o", color="tab:orange",
+                label="too few seeds for a CI")
     ax.axvline(0, color="gray", linestyle=":")
     ax.set_yticks(list(y), [f"{r.arm} − {r.baseline}\n[{r.matched}] ({r.pairs} pairs)"
                             for r in rows.itertuples()], fontsize=7)

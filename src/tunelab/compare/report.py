@@ -148,14 +148,18 @@ def decision_view(c: Comparison) -> pd.DataFrame:
 
 
 def prices_view(c: Comparison) -> pd.DataFrame:
-    p = c.prices
+    """One row per configuration the best is weighed against: the points it gains, and per
+    recorded cost the best's extra and that extra per point."""
     unit = "pp" if point_scale(c.metric) == 100 else "unit"
-    return pd.DataFrame({
-        "scope": p.scope, "best": p.best, "vs": p.other,
-        f"{c.metric} gain ({unit})": [num(v, True) for v in p.points],
-        "cost": [COSTS[q] for q in p.quantity], "best's": [num(v) for v in p.best_value],
-        "other's": [num(v) for v in p.other_value], "extra": [num(v, True) for v in p.extra],
-        f"per {unit}": [num(v, True) for v in p.per_point]})
+    rows = []
+    for (scope, best, other), part in c.prices.groupby(["scope", "best", "other"], sort=False):
+        row = {"scope": scope, "best": best, "vs": other,
+               f"{c.metric} gain ({unit})": num(part.points.iloc[0], True)}
+        for r in part.itertuples():
+            row[f"Δ {COSTS[r.quantity]} (per {unit})"] = \
+                f"{num(r.extra, True)} ({num(r.per_point, True)})"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def pareto_view(c: Comparison) -> pd.DataFrame:
