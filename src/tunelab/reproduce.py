@@ -2,7 +2,8 @@
 the metrics match.
 
 The record holds everything needed: `config/config.yaml` (the resolved, checked config),
-`config/overrides.yaml`, and the package versions as `tunelab.version.*` tags. The re-run is a new
+`config/overrides.yaml`, the package versions as `tunelab.version.*` tags and the code that ran as
+`tunelab.code.*` (version, commit and dirty state of tunelab's checkout). The re-run is a new
 run tagged `tunelab.run_kind=reproduce` and `tunelab.source_run=<id>`, so it never stands in for
 (or resumes) the training run of the same config hash.
 """
@@ -20,6 +21,7 @@ import yaml
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
+from tunelab.tracking.identity import code_drift
 from tunelab.tracking.run import package_versions
 from tunelab.tracking.store import client_for, tracking_uri
 from tunelab.train import train
@@ -74,6 +76,9 @@ def reproduce(run_id: str, uri: str) -> tuple[str, list[tuple[str, float, float 
     for name, (was, now) in version_drift(source).items():
         print(f"warning: {name} was {was} when the run was recorded, {now} is installed; "
               "metrics may differ", file=sys.stderr)
+    for key, (was, now) in code_drift(source.data.tags).items():
+        print(f"warning: {key} was {was or 'not recorded'} when the run was recorded, "
+              f"{now or 'unknown'} now; the code that re-runs differs", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="tunelab-reproduce-") as scratch:
         cfg, overrides = recorded_config(source, uri, Path(scratch))
         train(cfg, overrides, run_kind="reproduce", source_run=run_id)
