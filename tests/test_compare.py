@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 from pathlib import Path
 
 import matplotlib.image
@@ -12,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from scipy import stats as sps
 
 from tests.conftest import ROOT, run_cli, train_runs
 
@@ -94,7 +98,7 @@ def test_report_tables_match_the_runs_in_mlflow(sweep, report):
     expected = finished_runs(sweep)
     assert len(expected) == len(ADAPTERS) * len(SEEDS)
 
-    summary = pd.read_csv(report / "summary.csv").set_index("adapter")
+    summary = pd.read_csv(report / "summary.csv").set_index("adapter.name")
     assert sorted(summary.index) == list(ADAPTERS)
     assert (summary.n == len(SEEDS)).all()
     for adapter, runs in expected.groupby("adapter"):
@@ -106,12 +110,21 @@ def test_report_tables_match_the_runs_in_mlflow(sweep, report):
 
     deltas = pd.read_csv(report / "paired_deltas.csv")
     acc = deltas[deltas.quantity == "val/acc"].iloc[0]
-    assert (acc.adapter, acc.baseline, acc.pairs) == ("lora", "full", len(SEEDS))
+    assert (acc.arm, acc.baseline, acc.pairs) == ("adapter=lora", "adapter=full", len(SEEDS))
     by_seed = expected.pivot(index="seed", columns="adapter", values="val/acc")
-    assert acc.delta == pytest.approx((by_seed.lora - by_seed.full).mean())
-    assert acc.ci_low <= acc.delta + 1e-12 and acc.delta <= acc.ci_high + 1e-12
     spread = (by_seed.lora - by_seed.full)
+    assert acc.delta == pytest.approx(spread.mean())
+    assert acc.sd == pytest.approx(spread.std(), nan_ok=True)
+    if spread.std() > 0:
+        assert acc.p_t == pytest.approx(sps.ttest_rel(by_seed.lora, by_seed.full).pvalue)
+    assert acc.ci_low <= acc.delta + 1e-12 and acc.delta <= acc.ci_high + 1e-12, "3 pairs: a CI"
     assert spread.min() - 1e-12 <= acc.ci_low and acc.ci_high <= spread.max() + 1e-12
+
+    [decision] = pd.read_csv(report / "decision.csv").to_dict("records")
+    means = expected.groupby("adapter")["val/acc"].mean()
+    assert decision["best"] == f"adapter={means.idxmax()}" or means.nunique() == 1
+    assert decision["budget"] == "trainer.max_steps=12"
+    assert decision["pairs"] == len(SEEDS)
 
     pareto = pd.read_csv(report / "pareto.csv")
     for cost, column in [("params/trainable_pct", "frontier trainable %"),
@@ -126,18 +139,23 @@ def test_report_tables_match_the_runs_in_mlflow(sweep, report):
 
 def test_report_files_plots_and_compare_run(sweep, report):
     markdown = (report / "report.md").read_text()
-    for heading in ["## Configurations", "## Paired differences against `full`",
-                    "## Pareto frontier", "## Learning curves"]:
-        assert heading in markdown
+    headings = ["## Decision", "### Pareto frontier", "## Configurations",
+                "## Paired differences along `adapter.name`", "## Quality against budget"]
+    assert [markdown.index(h) for h in headings] == sorted(markdown.index(h) for h in headings)
     assert "Task metric `val/acc` (higher is better)" in markdown
     assert f"Counted: {len(ADAPTERS) * len(SEEDS)} FINISHED" in markdown
     assert "Excluded 1 training run(s): 1 (status FAILED)" in markdown
-    page = (report / "report.html").read_text()
-    assert page.count("<table") == 3
+    assert "Configurations are every param that differs among these runs: `adapter.name`" \
+        in markdown
     for png in ["pareto.png", "deltas.png", "learning_curves.png"]:
-        assert f"({png})" in markdown and f'src="{png}"' in page
-        height, width, _ = matplotlib.image.imread(report / png).shape
-        assert height >= 100 and width >= 400, f"{png} is {width}x{height}"
+        assert f"({png})" in markdown and (report / png).is_file()
+    page = (report / "report.html").read_text()
+    assert not re.search(r'(?:src|href)="(?!data:)', page), "the page reads no other file"
+    sources = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(sources) == 3
+    for source in sources:
+        height, width, _ = matplotlib.image.imread(io.BytesIO(base64.b64decode(source))).shape
+        assert height >= 100 and width >= 400, f"{width}x{height}"
 
     client = MlflowClient(store_uri(sweep))
     [run] = train_runs(client, kind="compare")
@@ -145,7 +163,9 @@ def test_report_files_plots_and_compare_run(sweep, report):
     assert run.data.tags["tunelab.compare.metric"] == "val/acc"
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {f"report/{f}" for f in ["report.md", "report.html", "pareto.png", "deltas.png",
-                                    "learning_curves.png", "summary.csv"]} <= logged
+                                    "learning_curves.png", "summary.csv", "decision.csv"]} <= logged
+    logged_page = client.download_artifacts(run.info.run_id, "report/report.html", str(sweep))
+    assert Path(logged_page).read_text() == page, "the MLflow artifact is the same one file"
 
 
 def test_learning_curves_come_from_the_metric_history(sweep, global_uri):
@@ -154,6 +174,7 @@ def test_learning_curves_come_from_the_metric_history(sweep, global_uri):
     runs = with_metric(load_runs(resolve_experiment(None)), "val/acc")
     assert runs.excluded == {"status FAILED": 1}
     curves = compare(runs, "val/acc").curves
+    curves = curves[curves.axis == "optimizer step"]
     steps = curves.groupby(["run_id", "key"]).step.nunique().unstack()
     assert len(steps) == len(ADAPTERS) * len(SEEDS)
     assert (steps["train/loss"] >= 3).all() and (steps["val/acc"] >= 2).all()
@@ -161,24 +182,30 @@ def test_learning_curves_come_from_the_metric_history(sweep, global_uri):
     run_id = steps.index[0]
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
     mine = curves[(curves.run_id == run_id) & (curves.key == "train/loss")]
-    assert sorted(zip(mine.step, mine.value)) == history
+    assert sorted(zip(mine.step, mine.y)) == history
 
 
-def test_bootstrap_ci_is_seeded_and_covers_the_mean():
-    from tunelab.compare.stats import bootstrap_ci
+def test_paired_test_is_seeded_and_gives_no_interval_below_three_pairs():
+    from tunelab.compare.stats import paired_test
 
+    base = np.zeros(5)
     diffs = np.random.default_rng(7).normal(0.05, 0.02, size=5)
-    assert bootstrap_ci(diffs) == bootstrap_ci(diffs)
-    low, high = bootstrap_ci(diffs)
-    assert diffs.min() <= low < diffs.mean() < high <= diffs.max()
-    assert all(np.isnan(bootstrap_ci(diffs[:1])))
+    assert paired_test(diffs, base) == paired_test(diffs, base)
+    full = paired_test(diffs, base)
+    assert diffs.min() <= full["ci_low"] < diffs.mean() < full["ci_high"] <= diffs.max()
+    assert full["p_flip"] == pytest.approx(2 / 2 ** 5), "all positive: the 2 extreme patterns"
+    two = paired_test(diffs[:2], base[:2])
+    assert np.isnan(two["ci_low"]) and np.isnan(two["ci_high"])
+    assert two["p_t"] == pytest.approx(sps.ttest_1samp(diffs[:2], 0).pvalue)
+    one = paired_test(diffs[:1], base[:1])
+    assert np.isnan(one["p_t"]) and np.isnan(one["p_flip"]) and np.isnan(one["sd"])
 
 
 @pytest.mark.parametrize("args, message, listed", [
     (["--experiment", "nope"], "no experiment 'nope'", ["tunelab"]),
     (["--metric", "val/nope"], "no FINISHED training run of 'tunelab' has metric 'val/nope'",
      ["val/acc", "time/fit_seconds"]),
-    (["--baseline", "dora"], "no run of baseline adapter 'dora'", ["full, lora"]),
+    (["--baseline", "dora"], "no run with baseline adapter.name='dora'", ["full, lora"]),
 ])
 def test_user_errors_exit_2_and_say_what_exists(sweep, global_uri, tmp_path, capsys, args,
                                                 message, listed):
@@ -225,9 +252,11 @@ def test_notebook_is_committed_clean_and_runs_on_the_sweep(sweep, tmp_path, monk
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 2, "the notebook draws its plots"
-    shown = json.dumps([o.get("data", {}).get("text/plain", "") for o in outputs] +
-                       [o.get("text", "") for o in outputs])
+    assert len(images) >= 3, "the notebook draws the report's plots"
+    shown = json.dumps([o.get("data", {}) for o in outputs] + [o.get("text", "") for o in outputs])
+    for part in ["## Decision", "Pareto frontier", "p (paired t)", "95% CI", "frontier fit s",
+                 "## Paired differences along `adapter.name`"]:
+        assert part in shown, part
     for adapter in ADAPTERS:
         for seed in SEEDS:
             assert f"tiny-bert-{adapter}-sentiment-cpu-s{seed}" in shown
