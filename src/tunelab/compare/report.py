@@ -135,7 +135,9 @@ def deltas_view(c: Comparison) -> pd.DataFrame:
 
 def decision_view(c: Comparison) -> pd.DataFrame:
     d = c.decision
-    view = pd.DataFrame({"scope": d.scope, "budget": d.budget, "best": d.best,
+    tie = d.get("tie", pd.Series(False, index=d.index)).fillna(False).astype(bool)
+    view = pd.DataFrame({"scope": d.scope, "budget": d.budget,
+                         "best": [f"{b} (tie)" if t else b for b, t in zip(d.best, tie)],
                          c.metric: [mean_std(m, s) for m, s in zip(d["mean"], d["std"])],
                          "seeds": d.n, "runner-up": d.runner_up.fillna("–")})
     if "delta" in d.columns:
@@ -193,7 +195,8 @@ def keys_text(g: Grouping) -> str:
             "The runs differ in no param but the seed: one configuration.")
     rules = "; ".join(f"`{k}{'*' if k.endswith('.') else ''}` ({why})"
                       for k, why in IGNORED.items())
-    differ = f" Of those, {', '.join(f'`{k}`' for k in g.ignored)} differed." if g.ignored else ""
+    named = [k for k in g.ignored if k != "seed"]
+    differ = f" Of those, {', '.join(f'`{k}`' for k in named)} differed." if named else ""
     return f"{made} Not configuration keys: {rules}.{differ} Nothing else is pooled."
 
 
@@ -233,6 +236,9 @@ def decision_text(c: Comparison, row: pd.Series) -> str:
             f"`{c.metric}` {mean_std(row['mean'], row['std'])} over {row.n} seed(s).")
     if row.runner_up is None or (isinstance(row.runner_up, float) and math.isnan(row.runner_up)):
         return text + " It is the only configuration here."
+    if row.tie:
+        text = (f"Scope {row.scope}, budget {row.budget}: no best, `{row.best}` and "
+                f"`{row.runner_up}` tie at `{c.metric}` {num(row['mean'])} (means over seeds).")
     text += (f" Against the runner-up `{row.runner_up}` ({num(row.runner_mean)}): Δ "
              f"{num(row.delta, True)}, seed-to-seed sd {num(row.sd)}; {row.verdict}.")
     if row.pairs < MIN_CI_PAIRS:

@@ -196,7 +196,8 @@ def decision(per_run: pd.DataFrame, summary: pd.DataFrame, metric: str,
             runner = ranked.iloc[1]
             pairs = pairs_of(per_run, best.config, runner.config)[[metric, f"{metric}_base"]]
             test = paired_test(*(pairs.dropna().to_numpy(float).T))
-            row.update(runner_up=runner.config, runner_mean=runner[metric], **test,
+            row.update(runner_up=runner.config, runner_mean=runner[metric],
+                       tie=bool(runner[metric] == best[metric]), **test,
                        verdict=verdict(test, metric))
         rows.append(row)
     return pd.DataFrame(rows)
