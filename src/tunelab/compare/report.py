@@ -257,8 +257,10 @@ def decision_blocks(c: Comparison) -> list[Block]:
                     ("p", "Means over seeds: the best's cost minus the other's, divided by the "
                           "points it gains (negative: the best is also cheaper)."),
                     ("table", prices_view(c))]
-    content += [("h3", "Pareto frontier"),
-                ("p", f"A configuration is on the frontier of its scope when no other has a "
+    content.append(("h3", "Pareto frontier"))
+    if not any(col.startswith("frontier ") for col in c.pareto.columns):
+        return content + [("p", "The runs record no cost to trade the metric against.")]
+    content += [("p", f"A configuration is on the frontier of its scope when no other has a "
                       f"{better} or equal `{c.metric}` at a lower or equal cost (means over "
                       f"seeds; bars ±1 std over seeds on both axes; trainable % on a log axis)."),
                 ("table", pareto_view(c)),
