@@ -233,12 +233,19 @@ def test_keys_the_by_key_determines_are_part_of_the_arm(store, keep_global_uri, 
     assert set(acc.arm) == {"adapter=dora, adapter.r=8", "adapter=lora, adapter.r=8"}
 
 
+def study_params(arm: str, phase: str) -> dict[str, str]:
+    """The `study` node hydra/sweeper=study adds to each run's config, recorded as params."""
+    return {"study.id": "s1", "study.arm": f"adapter={arm}", "study.phase": phase}
+
+
 def test_a_study_section_from_its_tags(store, keep_global_uri, tmp_path):  # noqa: F811
     client, uri = store
     exp_id = experiment(client, "study")
     parent = client.create_run(exp_id, run_name="study-s1",
-                               tags={"tunelab.run_kind": "study", "tunelab.study_id": "s1"})
-    client.log_param(parent.info.run_id, "trials_per_arm", "3")
+                               tags={"tunelab.run_kind": "study", "tunelab.study_id": "s1",
+                                     "tunelab.study.trials_per_arm": "3",
+                                     "tunelab.study.seeds": "3",
+                                     "tunelab.study.budget_kind": "seconds"})
     client.set_terminated(parent.info.run_id)
     trials = {"full": [("0.0001", 0.60), ("0.001", 0.70), ("0.01", 0.65)],
               "lora": [("0.01", 0.72), ("0.001", 0.69), ("0.003", 0.75)]}
@@ -248,7 +255,8 @@ def test_a_study_section_from_its_tags(store, keep_global_uri, tmp_path):  # noq
         for lr, acc in values:
             start += 1
             log_run(client, exp_id, {"adapter.name": arm, "adapter.method": arm,
-                                     "optim.lr": lr, "seed": 0, "budget.seconds": "60"},
+                                     "optim.lr": lr, "seed": 0, "budget.seconds": "60",
+                                     **study_params(arm, "search")},
                     {"val/acc": acc}, start=start,
                     tags={"tunelab.study_id": "s1", "tunelab.arm": f"adapter={arm}",
                           "tunelab.phase": "search"})
@@ -258,7 +266,7 @@ def test_a_study_section_from_its_tags(store, keep_global_uri, tmp_path):  # noq
             start += 1
             log_run(client, exp_id, {"adapter.name": arm, "adapter.method": arm,
                                      "optim.lr": best_lr[arm], "seed": seed,
-                                     "budget.seconds": "60"},
+                                     "budget.seconds": "60", **study_params(arm, "confirm")},
                     {"val/acc": acc - 0.01, "test/acc": acc}, start=start,
                     tags={"tunelab.study_id": "s1", "tunelab.arm": f"adapter={arm}",
                           "tunelab.phase": "confirm"})
@@ -267,7 +275,7 @@ def test_a_study_section_from_its_tags(store, keep_global_uri, tmp_path):  # noq
     assert "6 (study search trials (in the study section))" in markdown
     assert "## Study s1" in markdown
     assert "Budget kind: seconds (trainer.max_steps=20, budget.seconds=60)" in markdown
-    assert "Study settings: trials_per_arm=3." in markdown
+    assert "Study settings: budget_kind=seconds, seeds=3, trials_per_arm=3." in markdown
     arms = pd.read_csv(tmp_path / "out" / "study-s1-arms.csv").set_index("arm")
     assert arms.loc["adapter=lora", "tuned values"] == "optim.lr=0.003"
     assert arms.loc["adapter=full", "tuned values"] == "optim.lr=0.001"

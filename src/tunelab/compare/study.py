@@ -18,6 +18,8 @@ from tunelab.compare.grouping import differing, ignored, param_frame
 from tunelab.compare.runs import ARM_TAG, PHASE_TAG, STUDY_TAG, RunSet
 from tunelab.compare.stats import BUDGET_KEYS, paired_test, shared_budget
 
+PLAN_TAG = "tunelab.study."
+
 
 @dataclass
 class Study:
@@ -32,9 +34,12 @@ class Study:
     tests: pd.DataFrame
 
 
-def budget_kind(params: pd.DataFrame) -> str:
-    """Which budget ends the runs: the `budget.*` ones set, else steps or epochs."""
+def budget_kind(params: pd.DataFrame, recorded: str | None) -> str:
+    """Which budget ends the runs (as the parent recorded it, else the `budget.*` params set,
+    else steps or epochs), with the limits the runs share."""
     budget = shared_budget(params)
+    if recorded:
+        return f"{recorded} ({budget})"
     kinds = [k.removeprefix("budget.") for k in BUDGET_KEYS
              if k.startswith("budget.") and k in params.columns
              and (set(params[k]) - {"None", "—"})]
@@ -62,11 +67,15 @@ def tuned_values(trials: pd.DataFrame, best_run: str) -> str:
 
 
 def parent_settings(study_id: str) -> dict[str, str]:
-    """The params of the study's parent run (`tunelab.run_kind=study`), if it recorded one."""
+    """What the study's parent run (`tunelab.run_kind=study`) says of its plan: its
+    `tunelab.study.*` tags (trials per arm, seeds, budget kind), the storage URL aside."""
     found = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                filter_string=f"tags.`tunelab.run_kind` = 'study' and "
                                              f"tags.`{STUDY_TAG}` = '{study_id}'")
-    return dict(found[0].data.params) if found else {}
+    if not found:
+        return {}
+    return {k.removeprefix(PLAN_TAG): v for k, v in sorted(found[0].data.tags.items())
+            if k.startswith(PLAN_TAG) and k not in {f"{PLAN_TAG}storage", f"{PLAN_TAG}arms"}}
 
 
 def one_study(study_id: str, search: pd.DataFrame, confirm: pd.DataFrame, monitor: str,
@@ -93,7 +102,9 @@ def one_study(study_id: str, search: pd.DataFrame, confirm: pd.DataFrame, monito
         test: pd.to_numeric(confirm.get(f"metrics.{test}", np.nan), errors="coerce")})
     confirm_view = confirm_view.sort_values(["arm", "seed"]).reset_index(drop=True)
     everything = param_frame(pd.concat([search, confirm]))
-    return Study(study_id, parent_settings(study_id), budget_kind(everything), pd.DataFrame(arms),
+    settings = parent_settings(study_id)
+    return Study(study_id, settings, budget_kind(everything, settings.get("budget_kind")),
+                 pd.DataFrame(arms),
                  pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
                  confirm_view, arm_tests(confirm_view, test))
 
