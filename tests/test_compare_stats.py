@@ -224,7 +224,8 @@ def test_keys_the_by_key_determines_are_part_of_the_arm(store, keep_global_uri, 
                                  "objective.aux_weight": aux, "seed": seed},
                 {"val/acc": 0.5 + 0.1 * i / 18}, start=i)
     markdown = report(uri, tmp_path / "out", name="arms")
-    assert "the arm is `adapter.name`, `adapter.r`" in markdown
+    assert "the arm is `adapter.name` (with `adapter.method` varying alike), `adapter.r`" \
+        in markdown
     deltas = pd.read_csv(tmp_path / "out" / "paired_deltas.csv")
     acc = deltas[deltas.quantity == "val/acc"]
     assert sorted(acc.matched.unique()) == ["objective.aux_weight=0.0",

@@ -9,8 +9,9 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
+from tunelab.compare.grouping import grouping, param_frame, resolve_by
 from tunelab.compare.report import DEFAULT_BY, Comparison, compare, write_report
-from tunelab.compare.runs import (CompareError, check_store, default_metric,
+from tunelab.compare.runs import (CompareError, RunSet, check_store, default_metric,
                                   default_tracking_uri, load_runs, resolve_experiment,
                                   with_metric)
 
@@ -41,6 +42,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_by(runs: RunSet, by: str) -> None:
+    """An explicit --by must name a param the runs differ in (the default may find none: the
+    report then says so)."""
+    params = param_frame(runs.runs)
+    g = grouping(params, resolve_by(by, params))
+    if not g.arm:
+        raise CompareError(f"--by {by}: all runs share {g.by}={params[g.by].iloc[0]}; params "
+                           f"that differ: {', '.join(g.keys) or '(none)'}")
+
+
 def log_comparison(c: Comparison, experiment_id: str, out: Path) -> str:
     """Record the report as the artifacts of a `compare` run beside the runs it compares."""
     client = MlflowClient()
@@ -69,10 +80,9 @@ def run(args: argparse.Namespace) -> tuple[Path, str]:
     runs = load_runs(experiment, args.study)
     metric = args.metric or default_metric(runs)
     runs = with_metric(runs, metric)
+    if args.by != DEFAULT_BY:
+        check_by(runs, args.by)
     comparison = compare(runs, metric, args.by, args.baseline)
-    if args.by != DEFAULT_BY and not comparison.grouping.arm:
-        raise CompareError(f"--by {args.by}: all runs share {comparison.grouping.by}; params "
-                           f"that differ: {', '.join(comparison.grouping.keys) or '(none)'}")
     out = args.out or Path("reports") / experiment.name
     report = write_report(comparison, out)
     return report, log_comparison(comparison, experiment.experiment_id, out)

@@ -14,6 +14,7 @@ from itertools import cycle
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from tunelab.compare.stats import COSTS
 
@@ -124,6 +125,7 @@ def search_figure(curves: pd.DataFrame, metric: str, look: dict[str, dict]) -> F
         ax.step(group.trial, group.best_so_far, where="post", color=style["color"],
                 linestyle=style["linestyle"], label=f"{arm}: best so far")
     ax.set(xlabel="search trial", ylabel=metric, title="search: best so far against trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig

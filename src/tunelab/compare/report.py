@@ -26,7 +26,8 @@ from tunelab.compare.stats import (COSTS, MIN_CI_PAIRS, BUDGET_AXES, budget_curv
                                    tidy, unpaired)
 from tunelab.compare.study import Study, studies
 
-Block = tuple[str, object]   # ("h1"|"h2"|"h3"|"p", text), ("table", DataFrame), ("img", (name, Figure))
+# ("h1" | "h2" | "h3" | "p", text), ("table", DataFrame) or ("img", (file name, Figure))
+Block = tuple[str, object]
 DEFAULT_BY = "adapter"
 
 
@@ -184,14 +185,18 @@ def excluded_text(runs: RunSet) -> str:
     return f"Excluded {sum(runs.excluded.values())} training run(s): {parts}."
 
 
+def with_together(g: Grouping, key: str) -> str:
+    """`key` and the keys that vary exactly alike with it, e.g. `adapter.method` with
+    `adapter.name`."""
+    extra = g.together.get(key, [])
+    return f"`{key}`" + (f" (with {', '.join(f'`{x}`' for x in extra)} varying alike)"
+                         if extra else "")
+
+
 def keys_text(g: Grouping) -> str:
     """Which params make the configurations, and which were not allowed to."""
-    def with_together(k: str) -> str:
-        extra = g.together.get(k, [])
-        return f"`{k}`" + (f" (with {', '.join(f'`{x}`' for x in extra)} varying alike)"
-                           if extra else "")
     made = (f"Configurations are every param that differs among these runs: "
-            f"{', '.join(with_together(k) for k in g.keys)}." if g.keys else
+            f"{', '.join(with_together(g, k) for k in g.keys)}." if g.keys else
             "The runs differ in no param but the seed: one configuration.")
     rules = "; ".join(f"`{k}{'*' if k.endswith('.') else ''}` ({why})"
                       for k, why in IGNORED.items())
@@ -205,7 +210,7 @@ def pairing_text(c: Comparison) -> str:
     if not g.arm or c.baseline is None:
         return (f"The runs do not differ in `{g.by}`, so there is nothing to pair along it; "
                 f"pass `--by` one of: {', '.join(g.keys) or '(no differing param)'}.")
-    arm = ", ".join(f"`{k}`" for k in g.arm)
+    arm = ", ".join(with_together(g, k) for k in g.arm)
     match = ", ".join(f"`{k}`" for k in g.match)
     sentence = (f"Pairs along `{g.by}` against `{g.by}={c.baseline}`: the arm is {arm} (keys "
                 f"whose value `{g.by}` determines across these runs change with it, not a "
