@@ -195,10 +195,11 @@ def make_arm(load: Callable[[list[str]], DictConfig], overrides: list[str], fixe
                | {"epochs": checked.trainer.max_epochs}, checked.task.monitor)
 
 
-def check_arms(arms: list[Arm], study: bool) -> None:
+def check_arms(arms: list[Arm], axes: dict[str, list[str]], study: bool) -> None:
     if study and len(arms) < 2:
-        raise ConfigError("hydra/sweeper=study", [a.label for a in arms],
-                          "at least two arms: sweep a key over two or more values "
+        raise ConfigError("hydra/sweeper=study", axes,
+                          "at least two arms, but the swept keys above make "
+                          f"{len(arms)}: sweep a key over two or more values "
                           "(adapter=full,lora or model=minilm,smollm2-135m)")
     budgets = {json.dumps(a.budget, sort_keys=True) for a in arms}
     if len(budgets) > 1:
@@ -279,7 +280,7 @@ class Study:
         axes, searched, fixed = split_arguments([*params, *arguments], self.settings.study)
         arms = [make_arm(self.load, overrides, fixed, searched, self.settings)
                 for overrides in (arm_combinations(axes) if self.settings.study else [[]])]
-        check_arms(arms, self.settings.study)
+        check_arms(arms, axes, self.settings.study)
         log.info("%s %s: %d arm(s) x %d trials, Optuna storage %s",
                  "study" if self.settings.study else "search", self.study_id, len(arms),
                  self.settings.trials, mask_text(self.storage))
