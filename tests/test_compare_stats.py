@@ -190,6 +190,18 @@ def test_quality_against_tokens_and_log_axis_and_error_bars(grid):
     assert len(colours) == 4 and len(markers) == 4, "each configuration its own look"
 
 
+def test_a_budget_total_recorded_once_is_spread_over_the_steps_and_says_so():
+    from tunelab.compare.stats import budget_curves
+
+    history = pd.DataFrame({"run_id": "r", "key": ["val/acc", "val/acc", "budget/flops_used"],
+                            "step": [5, 10, 10], "value": [0.5, 0.6, 1e9],
+                            "timestamp": [1000, 3000, 3000]})
+    runs = pd.DataFrame({"run_id": ["r"], "config": ["adapter=lora"], "seed": ["0"]})
+    curves = budget_curves(history, runs, ["val/acc"]).set_index("axis")
+    assert curves.loc["FLOPs (≈ total × step share)", "x"].tolist() == [5e8, 1e9]
+    assert curves.loc["wall s since the run's first metric", "x"].tolist() == [0.0, 2.0]
+
+
 def test_by_any_param_key_and_bad_by(grid, tmp_path, capsys):
     from tunelab.compare.cli import main
 

@@ -22,8 +22,8 @@ from tunelab.compare import plots
 from tunelab.compare.grouping import IGNORED, Grouping, grouping, param_frame, resolve_by
 from tunelab.compare.runs import CompareError, RunSet, metric_histories, metric_mode
 from tunelab.compare.stats import (COSTS, MIN_CI_PAIRS, BUDGET_AXES, budget_curves, decision,
-                                   paired_deltas, pareto_table, point_scale, prices, summarize,
-                                   tidy, unpaired)
+                                   natural_order, paired_deltas, pareto_table, point_scale, prices,
+                                   summarize, tidy, unpaired)
 from tunelab.compare.study import Study, studies
 
 # ("h1" | "h2" | "h3" | "p", text), ("table", DataFrame) or ("img", (file name, Figure))
@@ -60,7 +60,7 @@ def default_baseline(per_run: pd.DataFrame, by: str) -> str | None:
     first value of the by-key in sorted order."""
     if by not in per_run.columns or per_run[by].nunique() < 2:
         return None
-    values = sorted(set(per_run[by]))
+    values = sorted(set(per_run[by]), key=natural_order)
     return "full" if by == "adapter.name" and "full" in values else values[0]
 
 
@@ -144,9 +144,9 @@ def decision_view(c: Comparison) -> pd.DataFrame:
     if "delta" in d.columns:
         view["Δ vs runner-up"] = [num(v, True) for v in d.delta]
         view["sd over seeds"] = [num(v) for v in d.sd]
-        view["95% CI"] = [ci_text(int(n), lo, hi) if not math.isnan(n) else "–"
-                          for n, lo, hi in zip(d.pairs.fillna(float("nan")), d.ci_low,
-                                               d.ci_high)]
+        view["p (paired t)"] = [num(v) for v in d.p_t]
+        view["95% CI"] = [ci_text(int(n), lo, hi) if pd.notna(n) else "–"
+                          for n, lo, hi in zip(d.pairs, d.ci_low, d.ci_high)]
     return view
 
 

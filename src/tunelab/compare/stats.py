@@ -24,11 +24,12 @@ COSTS = {
     "perf/peak_mem_mb": "peak mem MB",
     "perf/energy_j": "energy J",
     "cost/usd": "USD",
+    "budget/flops_used": "train FLOPs",
 }
 HIGHER_IS_CHEAPER = {"perf/train_samples_per_sec"}
 # Costs a Pareto frontier trades the task metric against (lower is better for each).
 PARETO_COSTS = ["params/trainable_pct", "perf/peak_mem_mb", "time/fit_seconds", "perf/energy_j",
-                "cost/usd"]
+                "cost/usd", "budget/flops_used"]
 # Keys under which metrics are not comparable (other data, other task) or budgets differ: the
 # decision picks a best configuration within each combination of their values.
 SCOPE_KEYS = ("task.name", "data.dataset", "data.subset", "data.train_file",
@@ -44,11 +45,12 @@ def recorded(frame: pd.DataFrame, keys: list[str]) -> list[str]:
     return [k for k in keys if k in frame.columns and frame[k].notna().any()]
 
 
-def seed_order(seed: str) -> tuple[float, str]:
+def natural_order(value: str) -> tuple[float, str]:
+    """Param values are strings: numbers sort as numbers (1e-05 before 0.001), the rest after."""
     try:
-        return float(seed), seed
+        return float(value), value
     except ValueError:
-        return float("inf"), seed
+        return float("inf"), value
 
 
 def tidy(runs: pd.DataFrame, params: pd.DataFrame, metric: str, g: Grouping) -> pd.DataFrame:
@@ -81,9 +83,11 @@ def summarize(per_run: pd.DataFrame, metric: str, g: Grouping) -> pd.DataFrame:
     table = pd.concat([x for x in [first, grouped[keys].mean(),
                                    grouped[keys].std().add_suffix("_std")] if x is not None],
                       axis=1)
-    table.insert(0, "seeds", grouped.seed.agg(lambda s: ",".join(sorted(s, key=seed_order))))
+    table.insert(0, "seeds", grouped.seed.agg(lambda s: ",".join(sorted(s, key=natural_order))))
     table.insert(0, "n", grouped.size())
-    return table.reset_index()
+    order = ["scope", *g.keys]
+    return table.reset_index().sort_values(order, key=lambda col: col.map(natural_order),
+                                           ignore_index=True)
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> dict:
@@ -260,8 +264,9 @@ WALL_AXIS = "wall s since the run's first metric"
 def budget_curves(histories: pd.DataFrame, per_run: pd.DataFrame,
                   keys: list[str]) -> pd.DataFrame:
     """Long form (run, key, axis, step, x, y): each of `keys` against optimizer step and against
-    every budget metric the run recorded at two steps or more (interpolated at the key's steps);
-    without `budget/seconds_used`, against the wall clock MLflow stamped on each value."""
+    every budget metric the run recorded, interpolated at the key's steps (a total recorded
+    once is spread evenly over the steps, and its axis says so); without
+    `budget/seconds_used`, against the wall clock MLflow stamped on each value."""
     rows = []
     for run_id, history in histories.groupby("run_id", sort=False):
         for key in keys:
@@ -274,7 +279,11 @@ def budget_curves(histories: pd.DataFrame, per_run: pd.DataFrame,
                 spent = history[history.key == budget].sort_values("step")
                 if len(spent) >= 2:
                     axes[name] = np.interp(steps, spent.step.to_numpy(float), spent.value)
-            if "seconds" not in axes:
+                elif len(spent) == 1 and spent.step.iloc[0] > 0:
+                    # only the run's total: spent evenly over its steps (nothing at step 0)
+                    axes[f"{name} (≈ total × step share)"] = \
+                        steps * spent.value.iloc[0] / spent.step.iloc[0]
+            if not any(a.startswith("seconds") for a in axes):
                 axes[WALL_AXIS] = (points.timestamp.to_numpy(float) -
                                    history.timestamp.min()) / 1000
             for axis, x in axes.items():
