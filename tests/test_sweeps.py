@@ -142,10 +142,12 @@ def test_failing_job_does_not_stop_the_others_and_is_named(tmp_path):
     assert parent.data.tags["tunelab.failed_jobs"] == "1"
 
 
-def test_optuna_search_records_its_trials(tmp_path):
+def test_optuna_search_records_its_trials_and_resumes_from_its_database(tmp_path):
+    """hparams_search=lr_rank on tunelab's Optuna sweeper; the same search asked for one trial
+    more continues its stored study: the 3 finished trials are neither rerun nor sampled again."""
     searchable = [arg for arg in FAST if not arg.startswith("optim.lr=")]  # a fixed lr wins
-    proc = run_cli(["tunelab-train", "-m", "hparams_search=lr_rank", "hydra.sweeper.n_trials=3",
-                    *searchable], cwd=tmp_path)
+    command = ["tunelab-train", "-m", "hparams_search=lr_rank", *searchable]
+    proc = run_cli([*command, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = store(tmp_path)
     runs = train_runs(client)
@@ -157,6 +159,15 @@ def test_optuna_search_records_its_trials(tmp_path):
     [results] = tmp_path.glob("multirun/*/*/optimization_results.yaml")
     best = yaml.safe_load(results.read_text())
     assert best["best_value"] == pytest.approx(max(r.data.metrics["val/acc"] for r in runs))
+
+    proc = run_cli([*command, "hydra.sweeper.n_trials=4"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3 of 4 trials already complete" in proc.stdout + proc.stderr
+    again = {r.info.run_id: r for r in train_runs(client)}
+    assert len(again) == 4
+    assert all(again[r.info.run_id].info.end_time == r.info.end_time for r in runs)
+    assert len({r.data.params["optim.lr"] for r in again.values()}) == 4
+    assert (tmp_path / "mlruns" / "optuna.db").is_file()
 
 
 def test_two_parallel_sweeps_on_one_sqlite_store_lose_nothing(tmp_path):
