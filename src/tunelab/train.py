@@ -79,7 +79,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
                                    family=cfg.model.family, label_names=task_data.label_names)
         checkpoints, checkpoint_io = resume_points(
             run.checkpoint_dir, cfg.trainer.checkpoint_every_n_steps, cfg.seed)
-        meter = budget.BudgetMeter(cfg.budget.tokens, cfg.budget.seconds, cfg.budget.flops)
+        meter = budget.BudgetMeter(cfg.adapter.method, cfg.budget.tokens, cfg.budget.seconds,
+                                   cfg.budget.flops)
         trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg,
                                                       output_dir or run.checkpoint_dir, net),
                             logger=run.logger() or False, default_root_dir=output_dir,

@@ -16,6 +16,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from tunelab.tracking.perf import train_flops_per_token
+
 DATA_KEYS = ("steps", "tokens")          # equal data: each arm sees as much text
 COMPUTE_KEYS = ("seconds", "flops")      # equal compute: each arm spends as much
 
@@ -24,18 +26,6 @@ def batch_tokens(batch: Mapping[str, Any]) -> int:
     """Non-padding tokens of a batch: what a token budget counts, on this device."""
     mask = batch.get("attention_mask")
     return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-
-
-def flops_per_token(module: torch.nn.Module) -> float:
-    """Training FLOPs per token, by tracking.perf's rule (CostMeter's MFU): 6·N with most weights
-    training, 4·N with most frozen, N the non-embedding weights. perf.py keeps the rule inline in
-    CostMeter; this adapter is the one place the budget reads it."""
-    params = list(module.parameters())
-    total = sum(p.numel() for p in params)
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    embedded = {id(p): p.numel() for m in module.modules() if isinstance(m, torch.nn.Embedding)
-                for p in m.parameters()}
-    return (6 if trainable > 0.5 * total else 4) * (total - sum(embedded.values()))
 
 
 def budget_limits(budget: Mapping[str, Any], max_steps: int) -> dict[str, float]:
@@ -60,8 +50,9 @@ class BudgetMeter(L.Callback):
     Seconds are the time inside training steps (forward, backward, optimizer), so start-up, data
     loading, validation and checkpoint writes never eat into the budget."""
 
-    def __init__(self, tokens: int | None = None, seconds: float | None = None,
-                 flops: float | None = None) -> None:
+    def __init__(self, adapter_method: str, tokens: int | None = None,
+                 seconds: float | None = None, flops: float | None = None) -> None:
+        self.adapter_method = adapter_method      # FLOPs per token depend on the method
         self.limits = {"tokens": tokens, "seconds": seconds, "flops": flops}
         self.tokens_used = 0
         self.seconds_used = 0.0
@@ -84,7 +75,7 @@ class BudgetMeter(L.Callback):
         return [key for key, limit in self.limits.items() if limit is not None and now[key] >= limit]
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.per_token = flops_per_token(pl_module)
+        self.per_token = train_flops_per_token(pl_module, self.adapter_method)
         self._last_step = trainer.global_step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
