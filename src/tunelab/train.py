@@ -58,9 +58,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
         L.seed_everything(cfg.seed, workers=True)
         tokenizer = models.load_tokenizer(
             cfg.model, padding_side=adapters.padding_side(cfg.adapter, cfg.model, cfg.task))
-        net = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed,
-                                weights=None if init is None else str(init))
-        net = adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task)
+        net = _build_net(cfg, task_data.label_names, tokenizer, init)
         counts = adapters.parameter_counts(net)
         run.log_metrics(counts)
         run.log_params(hardware.profile_params(cfg.hardware, cfg.trainer, cfg.data.batch_size))
@@ -95,8 +93,12 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
             trainer.test(module, datamodule, verbose=False)
         whole = hardware.full_state_dict(trainer, "model")      # every rank: FSDP gathers
         if trainer.is_global_zero:
+            trained = module.model
+            if whole is not None:       # FSDP: the module's parameters are views of a shard
+                trained = _build_net(cfg, task_data.label_names, tokenizer, init)
+                trained.load_state_dict(whole)
             weights = Path(output_dir or run.checkpoint_dir) / "weights"
-            size_mb = adapters.save_weights(module.model, weights, tokenizer, whole)
+            size_mb = adapters.save_weights(trained, weights, tokenizer)
             run.log_metrics({"params/adapter_mb": size_mb,
                              "time/tokenize_seconds": datamodule.prepare_seconds},
                             step=trainer.global_step)
@@ -104,6 +106,14 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
     if trainer.is_global_zero:
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
     return None if result is None else float(result)
+
+
+def _build_net(cfg: DictConfig, label_names: list[str], tokenizer, init: Path | None):
+    """The model with its adapter applied, as the run trains it (also rank 0's unsharded twin
+    under FSDP, which takes the gathered weights to save)."""
+    net = models.load_model(cfg.model, cfg.task, label_names, tokenizer, cfg.seed,
+                            weights=None if init is None else str(init))
+    return adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task)
 
 
 @hydra.main(config_path=_conf_dir(), config_name="train", version_base="1.3")

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from peft import PeftModel, PeftType
 from safetensors.torch import load_file, save_file
-from torch.distributed.fsdp._common_utils import clean_tensor_name
 
 from tunelab.adapters.compat import restore_past_key_values
 
@@ -25,27 +24,21 @@ TENSORS_INDEX = "trained_tensors.json"
 MERGEABLE = (PeftType.LORA, PeftType.IA3)
 
 
-def _trained_tensors(net: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None = None
-                     ) -> dict[str, torch.Tensor] | None:
-    """The trainable tensors when they are a strict subset of the model, else None (full).
-    Values come from `state_dict` when given (FSDP's gathered one: names without its wrappers)."""
-    params = {clean_tensor_name(name): p for name, p in net.named_parameters()}
-    values = state_dict if state_dict is not None else params
-    trained = {name: values[name].detach().contiguous() for name, p in params.items()
-               if p.requires_grad}
+def _trained_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The trainable tensors when they are a strict subset of the model, else None (full)."""
+    params = dict(net.named_parameters())
+    trained = {name: p.detach().contiguous() for name, p in params.items() if p.requires_grad}
     return trained if len(trained) < len(params) else None
 
 
-def save_weights(net: torch.nn.Module, folder: Path, tokenizer=None,
-                 state_dict: dict[str, torch.Tensor] | None = None) -> float:
+def save_weights(net: torch.nn.Module, folder: Path, tokenizer=None) -> float:
     """Save the trained weights into `folder` (see the module docstring for the three forms) and
-    return their size in MB, the run's params/adapter_mb. `state_dict`: `net`'s whole tensors
-    where its parameters are only this rank's shards (FSDP, hardware.full_state_dict)."""
+    return their size in MB, the run's params/adapter_mb."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    trained = None if isinstance(net, PeftModel) else _trained_tensors(net, state_dict)
+    trained = None if isinstance(net, PeftModel) else _trained_tensors(net)
     if trained is None:
-        net.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
+        net.save_pretrained(folder, safe_serialization=True)
     else:
         save_file(trained, str(folder / TENSORS_FILE))
         index = {"format": "tunelab trained tensors: load onto the base built from the run's "

@@ -12,6 +12,8 @@ from pathlib import Path
 import datasets
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.strategies import FSDPStrategy
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
@@ -126,6 +128,12 @@ class TuneDataModule(L.LightningDataModule):
         """A DataLoader whose position and shuffle order travel in Lightning checkpoints, so a
         run resumed mid-epoch sees exactly the batches the killed run had still to see."""
         sampler = None
+        if not shuffle and self._unpadded_eval():
+            # Lightning's DistributedSampler pads an eval split to equal shares by repeating
+            # rows, which the metrics then count twice; each rank scores its own rows instead.
+            sampler = UnrepeatedDistributedSampler(self.encoded[split], shuffle=False,
+                                                   num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank)
         if shuffle and self.group_by_length:
             lengths = [len(ids) for ids in self.encoded[split]["input_ids"]]
             sampler, shuffle = EpochLengthGroupedSampler(lengths, self.batch_size, self.seed), False
@@ -133,6 +141,12 @@ class TuneDataModule(L.LightningDataModule):
                                   shuffle=shuffle, sampler=sampler, collate_fn=self.collator(),
                                   num_workers=self.num_workers,
                                   persistent_workers=self.num_workers > 0)
+
+    def _unpadded_eval(self) -> bool:
+        """Several DDP ranks (DDP runs no collective in an eval forward, so shares may differ by
+        a batch); FSDP all-gathers weights in every forward, so its ranks keep equal shares."""
+        return self.trainer is not None and self.trainer.world_size > 1 and \
+            not isinstance(self.trainer.strategy, FSDPStrategy)
 
     def train_dataloader(self) -> StatefulDataLoader:
         if self.group_by_length and self.trainer is not None and self.trainer.world_size > 1:

@@ -27,9 +27,11 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-# What Lightning's launcher sets in rank 0's environment, for good.
+# Rank 0's resume decision, for the local ranks it starts (tracking.checkpoints.resume_point).
+RESUME_ENV = "TUNELAB_RESUME_FROM"
+# What Lightning's launcher (and tunelab's rank 0) sets in rank 0's environment, for good.
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE",
-              "OMP_NUM_THREADS")
+              "OMP_NUM_THREADS", RESUME_ENV)
 RANK_CONFIG = "rank_config.yaml"
 
 

@@ -9,13 +9,29 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import DictConfig
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import MixedPrecision
+from torch.distributed.fsdp.wrap import CustomPolicy
 
+from tunelab.config.errors import ConfigError
 from tunelab.hardware.launch import JobDDPStrategy, JobFSDPStrategy, RankCommand
 
 log = logging.getLogger(__name__)
 GPU_NAMES = ("gpu", "cuda")
+# What a Lightning precision keeps the weights in, computes in and all-reduces gradients in, on
+# every strategy: FSDP is given the same policy (`fsdp_mixed_precision`), where Lightning's own
+# FSDP "bf16-mixed" would all-gather weights and reduce gradients in bf16.
+PRECISION_DTYPES = {
+    "32-true": ("float32", "float32", "float32"),
+    "bf16-mixed": ("float32", "bfloat16", "float32"),
+    "16-mixed": ("float32", "float16", "float32"),
+    "bf16-true": ("bfloat16", "bfloat16", "bfloat16"),
+    "16-true": ("float16", "float16", "float16"),
+}
 
 
 def accelerator(hw: DictConfig) -> str:
@@ -39,8 +55,68 @@ def precision(hw: DictConfig, requested: str) -> str:
         return requested
     if accelerator(hw) not in GPU_NAMES:
         return "32-true"
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
-        else "16-mixed"
+    # including_emulation=False: T4 and V100 "support" bf16 only by emulating it, slower than fp16.
+    return "bf16-mixed" if torch.cuda.is_available() and \
+        torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+
+
+def check_machine(hw: DictConfig) -> None:
+    """Refuse a GPU profile on a machine that cannot run it, before any data, model or MLflow run
+    exists (Lightning would fail only inside fit, leaving a FAILED run). Devices are counted per
+    node, where the job runs: this runs inside the job, on the node that trains."""
+    if accelerator(hw) not in GPU_NAMES:
+        return
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found == 0:
+        why = "torch is built without CUDA" if torch.version.cuda is None else \
+            f"torch has CUDA {torch.version.cuda} but sees no device"
+        raise ConfigError("hardware", hw.name,
+                          f"a profile this machine can run: hardware={hw.name} needs a CUDA GPU "
+                          f"and this machine has none ({why}); use hardware=cpu, cpu-ddp or auto")
+    if hw.devices != "auto" and int(hw.devices) > found:
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(found))
+        raise ConfigError("hardware.devices", hw.devices,
+                          f"at most {found} with hardware={hw.name}: this machine shows {found} "
+                          f"GPU(s) ({names}); hardware.devices=auto uses every one")
+
+
+def precision_dtypes(resolved: str) -> dict[str, str]:
+    """The dtypes a resolved precision means, recorded so that runs whose strategies treat the
+    same flag differently do not look alike."""
+    if resolved not in PRECISION_DTYPES:
+        return {}
+    weights, compute, reduce = PRECISION_DTYPES[resolved]
+    return {"hardware.resolved.weights_dtype": weights,
+            "hardware.resolved.compute_dtype": compute,
+            "hardware.resolved.reduce_dtype": reduce}
+
+
+def fsdp_mixed_precision(resolved: str) -> MixedPrecision | None:
+    """FSDP's policy for a mixed precision as DDP runs it: fp32 sharded weights and fp32
+    gradient reduction, half-precision compute (the all-gathered copy is cast to it)."""
+    if not resolved.endswith("-mixed"):
+        return None
+    _, compute, reduce = PRECISION_DTYPES[resolved]
+    return MixedPrecision(param_dtype=getattr(torch, compute), reduce_dtype=getattr(torch, reduce),
+                          buffer_dtype=torch.float32)
+
+
+def fsdp_wrap_policy(net: torch.nn.Module) -> CustomPolicy:
+    """One FSDP unit per transformer block (the classes transformers declares unsplittable in
+    `_no_split_modules`), so only one block's weights are whole at a time; and, when part of the
+    model is frozen (PEFT, head), every leaf whose weights all train in a unit of its own, so
+    LoRA's matrices never share a flat parameter (nor its gradient memory) with the frozen base."""
+    names = {name for m in net.modules() for name in getattr(m, "_no_split_modules", None) or ()}
+    blocks = {type(m) for m in net.modules() if type(m).__name__ in names}
+    partly_frozen = any(not p.requires_grad for p in net.parameters())
+
+    def wrap(module: torch.nn.Module) -> bool:
+        if type(module) in blocks:
+            return True
+        own = list(module.parameters(recurse=False))
+        return partly_frozen and not list(module.children()) and bool(own) and \
+            all(p.requires_grad for p in own)
+    return CustomPolicy(wrap)
 
 
 def world_size(hw: DictConfig) -> int:
@@ -52,29 +128,38 @@ def per_device_batch(global_batch: int, hw: DictConfig, accumulate: int) -> int:
     return max(1, global_batch // (world_size(hw) * accumulate))
 
 
-def strategy(hw: DictConfig, job: DictConfig | None = None, run_dir: Path | None = None):
+def strategy(hw: DictConfig, resolved_precision: str, job: DictConfig | None = None,
+             run_dir: Path | None = None, net: torch.nn.Module | None = None):
     """The profile's strategy. With the job's config, DDP and FSDP start ranks > 0 on that config
-    (see hardware.launch); without it, Lightning's own launcher re-runs the command line."""
-    if hw.strategy not in ("ddp", "fsdp") or job is None:
+    (see hardware.launch); without it, Lightning's own launcher re-runs the command line. `net`
+    (the model to train) gives FSDP its wrap policy."""
+    if hw.strategy == "fsdp":
+        # use_orig_params lets PEFT mix frozen and trainable weights in one unit (a block).
+        kwargs = {"process_group_backend": hw.process_group_backend, "use_orig_params": True,
+                  "mixed_precision": fsdp_mixed_precision(resolved_precision),
+                  "auto_wrap_policy": None if net is None else fsdp_wrap_policy(net)}
+        return FSDPStrategy(**kwargs) if job is None else \
+            JobFSDPStrategy(RankCommand(job, run_dir or Path.cwd()), **kwargs)
+    if hw.strategy != "ddp" or job is None:
         return hw.strategy
-    command = RankCommand(job, run_dir or Path.cwd())
-    if hw.strategy == "ddp":
-        return JobDDPStrategy(command, process_group_backend=hw.process_group_backend)
-    # use_orig_params lets PEFT mix frozen and trainable weights in one flat shard.
-    return JobFSDPStrategy(command, process_group_backend=hw.process_group_backend,
-                           use_orig_params=True)
+    # broadcast_buffers=False: no collective in an eval forward, so ranks may run unequal numbers
+    # of eval batches (eval sets are split unpadded); transformers' buffers are constants.
+    return JobDDPStrategy(RankCommand(job, run_dir or Path.cwd()),
+                          process_group_backend=hw.process_group_backend, broadcast_buffers=False)
 
 
 def trainer_kwargs(hw: DictConfig, trainer: DictConfig, job: DictConfig | None = None,
-                   run_dir: Path | None = None) -> dict:
+                   run_dir: Path | None = None, net: torch.nn.Module | None = None) -> dict:
     """Lightning Trainer arguments for the profile and the loop settings. `job` (the checked
-    config) and `run_dir` (the job's output folder) let a DDP/FSDP job start its own ranks."""
+    config) and `run_dir` (the job's output folder) let a DDP/FSDP job start its own ranks; `net`
+    lets FSDP shard it block by block."""
+    resolved = precision(hw, trainer.precision)
     kwargs = {
         "accelerator": accelerator(hw),
         "devices": hw.devices,
         "num_nodes": hw.num_nodes,
-        "strategy": strategy(hw, job, run_dir),
-        "precision": precision(hw, trainer.precision),
+        "strategy": strategy(hw, resolved, job, run_dir, net),
+        "precision": resolved,
         "max_epochs": trainer.max_epochs if trainer.max_epochs is not None else -1,
         "max_steps": trainer.max_steps,
         "accumulate_grad_batches": trainer.accumulate_grad_batches,
@@ -109,4 +194,21 @@ def profile_params(hw: DictConfig, trainer: DictConfig, global_batch: int) -> di
             "hardware.resolved.num_nodes": hw.num_nodes,
             "hardware.resolved.precision": precision(hw, trainer.precision),
             "hardware.resolved.strategy": hw.strategy if hw.strategy != "auto" else
-            ("ddp" if world > 1 else "single_device")}
+            ("ddp" if world > 1 else "single_device"),
+            **precision_dtypes(precision(hw, trainer.precision))}
+
+
+def full_state_dict(trainer: L.Trainer, attribute: str) -> dict[str, torch.Tensor] | None:
+    """The state dict of the LightningModule's `attribute` (the model) with every tensor whole,
+    on rank 0; None where the module's own tensors are whole already (every strategy but FSDP).
+    Under FSDP a rank's parameters are views into its own shard (pytorch #136314), so saving
+    `module.model` wrote a fragment: torch's distributed-checkpoint API gathers the full tensors
+    onto rank 0's CPU instead (a collective every rank must join), named as in the unwrapped
+    model (no FSDP or checkpoint-wrapper prefixes), so an unsharded twin loads them strictly."""
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        return None
+    whole = get_model_state_dict(trainer.strategy.model, options=StateDictOptions(
+        full_state_dict=True, cpu_offload=True))
+    prefix = f"{attribute}."
+    return {key.removeprefix(prefix): value for key, value in whole.items()
+            if key.startswith(prefix)}

@@ -7,6 +7,7 @@ import math
 import lightning as L
 import torch
 from omegaconf import DictConfig
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
@@ -109,6 +110,26 @@ class TuneModule(L.LightningModule):
         self.log_dict(values)
         self.test_metrics.reset()
         self.test_loss.reset()
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip by norm with fused AdamW under every precision and strategy. Lightning refuses
+        both: its AMP plugin any optimizer that unscales inside `step` (fused AdamW, even under
+        bf16-mixed, which has no scaler; Lightning #21435), its FSDP plugin clip-by-norm at all
+        (Lightning #19235). So fp16's scaler unscales here first (a fused step then skips its own
+        unscale), and FSDP clips with its own `clip_grad_norm_`, the norm over every shard."""
+        if not gradient_clip_val or gradient_clip_algorithm == "value":
+            return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)
+        wrapped = self.trainer.strategy.model
+        if isinstance(wrapped, FullyShardedDataParallel):
+            wrapped.clip_grad_norm_(gradient_clip_val)
+        else:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def configure_optimizers(self):
         decay, no_decay = [], []

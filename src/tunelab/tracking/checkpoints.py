@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from tunelab.hardware.launch import RESUME_ENV
 
 
 class TrainableStateOnly(Callback):
@@ -107,19 +110,22 @@ class StepSeed(Callback):
     """Seeds torch before each training batch from (seed, epoch, batch index).
 
     Dropout then depends on the position in training alone: a resumed run draws the same masks
-    as an uninterrupted one, although it created its dataloaders at a different moment."""
+    as an uninterrupted one, although it created its dataloaders at a different moment. The rank
+    is part of the seed, so the ranks of a DDP run draw different masks, as one process does
+    across the examples of its batch; data order comes from the samplers, one seed for all."""
 
     def __init__(self, seed: int):
         self.seed = seed
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        torch.manual_seed(batch_seed(self.seed, trainer.current_epoch, batch_idx))
+        torch.manual_seed(batch_seed(self.seed, trainer.current_epoch, batch_idx,
+                                     trainer.global_rank))
 
 
-def batch_seed(seed: int, epoch: int, batch_idx: int) -> int:
+def batch_seed(seed: int, epoch: int, batch_idx: int, rank: int = 0) -> int:
     """A 63-bit seed stable across processes (Python's own str hash is salted per process)."""
-    digest = hashlib.sha256(f"{seed}/{epoch}/{batch_idx}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}/{epoch}/{batch_idx}/{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
@@ -143,3 +149,38 @@ def resume_points(folder: Path, every_n_steps: int,
 def last_checkpoint(folder: Path) -> Path | None:
     path = Path(folder) / "last.ckpt"
     return path if path.is_file() else None
+
+
+def resume_point(trainer: L.Trainer, folder: Path, resumed: bool) -> Path | None:
+    """The checkpoint every rank resumes from: rank 0's decision, never a rank's own look at the
+    folder. Rank 0 clears a new run's stale checkpoint and keeps a resumed run's; ranks it starts
+    itself are told by environment; ranks started by torchrun or Slurm, which reach here while
+    rank 0 may be deleting the file, join the process group early and take rank 0's broadcast."""
+    world = trainer.num_devices * trainer.num_nodes
+    if world == 1 or not trainer.strategy.cluster_environment.creates_processes_externally:
+        path = _decide(folder, resumed)
+        os.environ[RESUME_ENV] = "" if path is None else str(path)
+        return path
+    if RESUME_ENV in os.environ:
+        told = os.environ[RESUME_ENV]
+        return _visible(Path(told), trainer) if told else None
+    trainer.strategy.setup_environment()          # Lightning skips its own init when done here
+    decided = _decide(folder, resumed) if trainer.is_global_zero else None
+    told = trainer.strategy.broadcast(None if decided is None else str(decided), src=0)
+    return None if told is None else _visible(Path(told), trainer)
+
+
+def _decide(folder: Path, resumed: bool) -> Path | None:
+    if not resumed:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return last_checkpoint(folder)
+
+
+def _visible(path: Path, trainer: L.Trainer) -> Path:
+    """Every rank reads the checkpoint rank 0 wrote: on several nodes, a shared folder."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"rank {trainer.global_rank} cannot see {path}, which rank 0 resumes from: with "
+            f"{trainer.num_nodes} node(s), paths.checkpoint_dir must be a folder every node shares")
+    return path
