@@ -36,7 +36,7 @@ def budget_limits(budget: Mapping[str, Any], max_steps: int) -> dict[str, float]
 
 
 def budget_kind(limits: Mapping[str, float]) -> str:
-    """`data`, `compute`, `data+compute`, or `epochs` when only trainer.max_epochs bounds the run."""
+    """`data`, `compute`, `data+compute`, or `epochs` when only trainer.max_epochs bounds it."""
     kinds = [name for name, keys in (("data", DATA_KEYS), ("compute", COMPUTE_KEYS))
              if any(key in limits for key in keys)]
     return "+".join(kinds) or "epochs"
@@ -72,7 +72,8 @@ class BudgetMeter(L.Callback):
     def reached(self) -> list[str]:
         """The limits met so far, e.g. ['tokens']."""
         now = {"tokens": self.tokens_used, "seconds": self.seconds_used, "flops": self.flops_used}
-        return [key for key, limit in self.limits.items() if limit is not None and now[key] >= limit]
+        return [key for key, limit in self.limits.items()
+                if limit is not None and now[key] >= limit]
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.per_token = train_flops_per_token(pl_module, self.adapter_method)

@@ -208,7 +208,7 @@ def check_arms(arms: list[Arm], axes: dict[str, list[str]], study: bool) -> None
                           "budget.*): a study compares arms on equal data or equal compute")
 
 
-# ---- Optuna ---------------------------------------------------------------------------------------
+# ---- Optuna --------------------------------------------------------------------------------------
 def default_storage(config: DictConfig) -> str:
     """A SQLite file beside the embedded tracking store: mlruns/optuna.db."""
     root = Path(str(config.paths.mlruns_dir)).resolve()
@@ -261,7 +261,7 @@ def tell(study, trial, ret: JobReturn) -> bool:
     return True
 
 
-# ---- the sweep ------------------------------------------------------------------------------------
+# ---- the sweep -----------------------------------------------------------------------------------
 class Study:
     """Runs a study or a plain search through `launch`, recording it in the sweep's parent run."""
 
