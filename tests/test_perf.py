@@ -40,19 +40,27 @@ def test_identical_jobs_of_one_multirun_record_the_same_peak_memory(tmp_path, cl
 
 
 def test_throughput_counts_training_steps_not_validation(tiny_cfg, client, one_thread):
-    """Validating 960 rows every 2 steps takes most of the fit; samples/s must not see it."""
-    small = ["trainer.max_steps=16", "data.synthetic.eval_size=960", "trainer.log_every_n_steps=50"]
-    train(tiny_cfg(*small, "trainer.val_check_interval=2", "tracking.run_name=validating"))
-    train(tiny_cfg(*small, "tracking.run_name=plain"))
-    runs = {r.info.run_name: r.data.metrics for r in train_runs(client)}
-    validating, plain = runs["validating"], runs["plain"]
+    """Validating 960 rows every 2 steps takes most of the fit; samples/s must not see it. Each
+    config runs twice, interleaved, and the faster of each is compared: on a shared machine one
+    run can be several times slower than the same run a minute later."""
+    small = ["trainer.max_steps=16", "data.synthetic.eval_size=960", "trainer.log_every_n_steps=50",
+             "tracking.on_finished=rerun"]
+    for attempt in range(2):
+        train(tiny_cfg(*small, "trainer.val_check_interval=2", "tracking.run_name=validating"))
+        train(tiny_cfg(*small, "tracking.run_name=plain"))
+    runs = {"validating": [], "plain": []}
+    for run in train_runs(client):
+        runs[run.info.run_name].append(run.data.metrics)
     measured = (16 - 3) * 32       # samples after the 3 warm-up batches
-    assert validating["time/train_step_seconds"] < 0.5 * validating["time/fit_seconds"], \
-        "the validation-heavy run spent most of its fit validating"
-    assert validating["perf/train_samples_per_sec"] * validating["time/train_step_seconds"] == \
-        pytest.approx(measured)
-    ratio = validating["perf/train_samples_per_sec"] / plain["perf/train_samples_per_sec"]
-    assert 0.4 < ratio < 2.5, f"same steps, same rate (up to a loaded machine's noise): {ratio}"
+    for validating in runs["validating"]:
+        assert validating["time/train_step_seconds"] < 0.5 * validating["time/fit_seconds"], \
+            "the validation-heavy run spent most of its fit validating"
+        assert validating["perf/train_samples_per_sec"] * validating["time/train_step_seconds"] \
+            == pytest.approx(measured)
+    best = {name: max(m["perf/train_samples_per_sec"] for m in found)
+            for name, found in runs.items()}
+    ratio = best["validating"] / best["plain"]
+    assert 1 / 3 < ratio < 3, f"same steps, same rate (up to a loaded machine's noise): {ratio}"
 
 
 def _net(tiny_cfg, adapter: str) -> torch.nn.Module:

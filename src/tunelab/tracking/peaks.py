@@ -123,5 +123,6 @@ def peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         value = rated_gpu_peak(name, dtype)
-        return value, f"rated {name} {dtype} dense" if value else f"no rated {dtype} peak for {name}"
+        source = f"rated {name} {dtype} dense" if value else f"no rated {dtype} peak for {name}"
+        return value, source
     return cpu_peak(dtype)

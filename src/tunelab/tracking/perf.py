@@ -87,7 +87,7 @@ class StepMemory:
         storage = t.untyped_storage()
         if storage.data_ptr() not in self.held_ptrs:
             self.saved[storage.data_ptr()] = storage.nbytes()
-        return t
+        return t.detach()       # not `t`: autograd would hold a reference cycle (torch's warning)
 
     def start(self, module: torch.nn.Module) -> None:
         self.held_ptrs = {t.untyped_storage().data_ptr()
@@ -99,7 +99,8 @@ class StepMemory:
         self._hooks.__enter__()
 
     def stop_counting(self) -> None:
-        """Leave the hooks, also when a step raised: they would count the next job's steps."""
+        """Leave the hooks before backward (a checkpointed model's recomputation there is not a
+        forward's activations), and when a step raised: they would count the next job's steps."""
         if self._hooks is not None:
             self._hooks.__exit__(None, None, None)
             self._hooks = None
@@ -169,6 +170,9 @@ class CostMeter(L.Callback):
             self.startup_seconds = time.time() - process_start_time()
         self.memory.batch_end(trainer, pl_module.device)
         self.energy.sample()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.memory.stop_counting()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.memory.stop_counting()
