@@ -35,7 +35,8 @@ def main() -> None:
         targs = TrainingArguments(
             output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch,
             per_device_eval_batch_size=2 * args.batch, learning_rate=args.lr, weight_decay=0.01,
-            warmup_ratio=0.06, lr_scheduler_type="linear", max_grad_norm=1.0, seed=args.seed,
+            # transformers 5.x dropped warmup_ratio: a float below 1 here is the fraction of steps
+            warmup_steps=0.06, lr_scheduler_type="linear", max_grad_norm=1.0, seed=args.seed,
             logging_steps=10, save_strategy="no", report_to=[], use_cpu=True,
             dataloader_num_workers=0, disable_tqdm=True)
         trainer = Trainer(model=model, args=targs, train_dataset=data["train"],
