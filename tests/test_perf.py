@@ -98,6 +98,12 @@ def test_gpu_peaks_are_rated_per_model_and_dtype():
     assert rated_gpu_peak("Tesla T4", "bf16") is None, "no bf16 tensor cores"
     assert (matmul_dtype("bf16-mixed"), matmul_dtype("16-mixed"), matmul_dtype("32-true")) == \
         ("bf16", "fp16", "fp32")
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")      # fp32 matmuls on TF32 tensor cores
+    try:
+        assert matmul_dtype("32-true") == "tf32"
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def test_a_run_records_its_peak_money_energy_and_hardware(tiny_cfg, client, tmp_path,
@@ -131,13 +137,16 @@ def test_a_run_records_its_peak_money_energy_and_hardware(tiny_cfg, client, tmp_
 def test_a_probe_under_load_is_used_but_never_cached(tmp_path, monkeypatch):
     """Whether this machine is quiet or busy, what is cached is only ever a quiet probe."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    probe_cache_file().parent.mkdir(parents=True)
+    probe_cache_file().write_text("{half-written")      # a killed writer's leftovers: no cache
     value, source = peak_flops(torch.device("cpu"), "32-true")
     assert value > 1e8
-    cached = probe_cache_file().is_file()
-    assert cached == source.startswith("cpu-probe cached"), source
-    again, source_again = peak_flops(torch.device("cpu"), "32-true")
+    cached = source.startswith("cpu-probe cached")
     if cached:
-        assert (again, source_again) == (value, source)
+        assert json.loads(probe_cache_file().read_text()) == {probe_key("fp32"): value}
+        assert peak_flops(torch.device("cpu"), "32-true") == (value, source), "reused"
+    else:
+        assert "under" in source and probe_cache_file().read_text() == "{half-written"
 
 
 def test_negative_price_is_refused(tiny_cfg):

@@ -99,11 +99,20 @@ def other_load_percent() -> float:
     return psutil.cpu_percent(interval=0.3)
 
 
+def read_probes(cache: Path) -> dict[str, float]:
+    """The cached probes; an unreadable or half-written file is no cache, not an error."""
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
 def cpu_peak(dtype: str) -> tuple[float, str]:
     """The cached probe for this machine, torch build, thread count and dtype; else a fresh probe,
     cached only when the machine was quiet (a busy probe would pin a low peak for good)."""
     cache, key = probe_cache_file(), probe_key(dtype)
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    known = read_probes(cache)
     if key in known:
         return float(known[key]), f"cpu-probe cached in {cache}"
     load = other_load_percent()
