@@ -19,18 +19,27 @@ import pandas as pd
 
 from tunelab.compare.runs import CompareError
 
-# Why each ignored key does not split runs: the replication unit, and run-specific locations.
+# Why each ignored key does not split runs: the replication unit, run-specific locations, and
+# settings that change how a run is watched or resumed, never what it computes.
 IGNORED = {
     "seed": "the replication unit: spread is over seeds, pairs match on it",
     "paths.": "where a run keeps caches and checkpoints, not what it trains",
     "tracking.": "where and under which name a run is recorded",
+    "trainer.enable_progress_bar": "what the console shows",
+    "trainer.checkpoint_every_n_steps": "how often a run saves resume points",
 }
 MISSING = "—"                       # a param a run did not record (e.g. adapter.r of `full`)
 GROUP_ALIASES = ("model", "task", "adapter", "hardware", "objective", "optim", "data", "trainer")
 
 
+def ignored_because(key: str) -> str | None:
+    """Why `key` is not a configuration key, or None when it is one."""
+    return next((why for k, why in IGNORED.items()
+                 if key == k or (k.endswith(".") and key.startswith(k))), None)
+
+
 def ignored(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in IGNORED)
+    return ignored_because(key) is not None
 
 
 def param_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +100,7 @@ def resolve_by(by: str, params: pd.DataFrame) -> str:
                            f"{', '.join(k for k in differing(params) if not ignored(k))}")
     if ignored(key):
         raise CompareError(f"--by {by}: {key!r} is not a configuration key "
-                           f"({IGNORED['seed' if key == 'seed' else key.split('.')[0] + '.']})")
+                           f"({ignored_because(key)})")
     return key
 
 
