@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from tunelab.compare import plots
 from tunelab.compare.grouping import IGNORED, Grouping, grouping, param_frame, resolve_by
@@ -26,7 +25,7 @@ from tunelab.compare.stats import (COSTS, MIN_CI_PAIRS, BUDGET_AXES, budget_curv
                                    summarize, tidy, unpaired)
 from tunelab.compare.study import Study, studies
 
-# ("h1" | "h2" | "h3" | "p", text), ("table", DataFrame) or ("img", (file name, Figure))
+# ("h1" | "h2" | "h3" | "p", text), ("table", DataFrame) or ("img", (file name, PNG bytes))
 Block = tuple[str, object]
 DEFAULT_BY = "adapter"
 
@@ -269,7 +268,8 @@ def decision_blocks(c: Comparison) -> list[Block]:
                       f"{better} or equal `{c.metric}` at a lower or equal cost (means over "
                       f"seeds; bars ±1 std over seeds on both axes; trainable % on a log axis)."),
                 ("table", pareto_view(c)),
-                ("img", ("pareto.png", plots.pareto_figure(c.pareto, c.metric, c.look)))]
+                ("img", ("pareto.png", plots.png(plots.pareto_figure(c.pareto, c.metric,
+                                                                     c.look))))]
     return content
 
 
@@ -284,9 +284,8 @@ def study_blocks(study: Study) -> list[Block]:
     if not study.search.empty:
         metric = next(c for c in study.arms.columns if c.startswith("best search "))
         look = plots.styles(sorted(set(study.search.arm)))
-        content.append(("img", (f"study-{study.study_id}-search.png",
-                                plots.search_figure(study.search, metric.removeprefix(
-                                    "best search "), look))))
+        figure = plots.search_figure(study.search, metric.removeprefix("best search "), look)
+        content.append(("img", (f"study-{study.study_id}-search.png", plots.png(figure))))
     if not study.confirm.empty:
         content += [("h3", "Confirm runs (test)"),
                     ("table", study.confirm.map(lambda v: num(v) if isinstance(v, float)
@@ -315,13 +314,14 @@ def blocks(c: Comparison) -> list[Block]:
                 ("h2", f"Paired differences along `{c.grouping.by}`"), ("p", pairing_text(c))]
     if not c.deltas.empty:
         content += [("table", deltas_view(c)),
-                    ("img", ("deltas.png", plots.deltas_figure(c.deltas, c.metric)))]
+                    ("img", ("deltas.png", plots.png(plots.deltas_figure(c.deltas, c.metric))))]
     if not c.curves.empty:
         axes = ", ".join(dict.fromkeys(c.curves.axis))
         content += [("h2", "Quality against budget"),
                     ("p", f"Mean over seeds per configuration, ±1 std shaded, against: {axes} "
                           f"(what the runs recorded; steps are optimizer steps)."),
-                    ("img", ("learning_curves.png", plots.curves_figure(c.curves, c.look)))]
+                    ("img", ("learning_curves.png",
+                             plots.png(plots.curves_figure(c.curves, c.look))))]
     return content
 
 
@@ -338,8 +338,8 @@ def to_markdown(content: list[Block]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def data_uri(fig: Figure) -> str:
-    return "data:image/png;base64," + base64.b64encode(plots.png(fig)).decode("ascii")
+def data_uri(image: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(image).decode("ascii")
 
 
 def to_html(content: list[Block], title: str) -> str:
@@ -368,7 +368,7 @@ def write_report(c: Comparison, out: Path) -> Path:
     content = blocks(c)
     for kind, value in content:
         if kind == "img":
-            value[1].savefig(out / value[0], dpi=100)
+            (out / value[0]).write_bytes(value[1])
     (out / "report.html").write_text(to_html(content, f"Comparison: {c.runs.experiment}"))
     for name, frame in [("summary", c.summary), ("paired_deltas", c.deltas),
                         ("decision", c.decision), ("prices", c.prices), ("pareto", c.pareto),
