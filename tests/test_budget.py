@@ -15,7 +15,7 @@ SHORT = ["data.synthetic.train_size=400", "data.synthetic.eval_size=16", f"data.
          f"data.max_length={LENGTH}", "trainer.checkpoint_every_n_steps=1000"]
 
 
-def used(client) -> dict[str, float]:
+def used(client) -> tuple[dict[str, float], object]:
     [run] = train_runs(client)
     assert run.info.status == "FINISHED", run.data.tags.get("tunelab.error")
     return run.data.metrics, run
@@ -58,3 +58,28 @@ def test_max_steps_and_seconds_budgets_are_recorded_the_same_way(tiny_cfg, clien
 def test_a_negative_budget_is_refused_before_anything_loads(tiny_cfg, key):
     with pytest.raises(ConfigError, match=rf"budget\.{key}=-5(\.0)?: null \(no limit\) or > 0"):
         check_config(tiny_cfg(f"budget.{key}=-5"))
+
+
+def test_a_resumed_run_spends_only_what_is_left_of_its_budget(tiny_cfg, client, monkeypatch,
+                                                              one_thread):
+    """Crashed at step 5 with a checkpoint at step 4, resumed: the token count comes back from
+    the checkpoint, so the run still ends at step 7, not 7 steps after the resume point."""
+    from tunelab.models import TuneModule
+
+    overrides = [*SHORT, "trainer.max_steps=50", "trainer.checkpoint_every_n_steps=2",
+                 f"budget.tokens={7 * PER_STEP}"]
+    step = TuneModule.training_step
+
+    def crashes_at_step_5(self, batch, batch_idx):
+        if self.trainer.global_step == 5:
+            raise RuntimeError("the machine went away")
+        return step(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TuneModule, "training_step", crashes_at_step_5)
+        with pytest.raises(RuntimeError, match="went away"):
+            train(tiny_cfg(*overrides))
+    train(tiny_cfg(*overrides))
+    metrics, run = used(client)
+    assert run.data.tags.get("tunelab.resumed") == "true"
+    assert (metrics["budget/steps_used"], metrics["budget/tokens_used"]) == (7, 7 * PER_STEP)
