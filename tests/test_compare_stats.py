@@ -246,6 +246,26 @@ def test_keys_the_by_key_determines_are_part_of_the_arm(store, keep_global_uri, 
     assert set(acc.arm) == {"adapter=dora, adapter.r=8", "adapter=lora, adapter.r=8"}
 
 
+def test_hardware_as_it_resolved_splits_configurations(store, keep_global_uri,  # noqa: F811
+                                                       tmp_path):
+    """hardware=auto resolved to two precisions on two machines: not one configuration."""
+    client, uri = store
+    exp_id = experiment(client, "hardware")
+    for i, (adapter, precision, seed) in enumerate(itertools.product(
+            ["full", "lora"], ["32-true", "bf16-mixed"], [0, 1])):
+        log_run(client, exp_id, {"adapter.name": adapter, "adapter.method": adapter,
+                                 "hardware.name": "auto", "seed": seed,
+                                 "hardware.resolved.precision": precision},
+                {"val/acc": 0.5 + 0.01 * i}, start=i)
+    markdown = report(uri, tmp_path / "out", name="hardware")
+    assert "`hardware.resolved.precision`" in markdown.split("## Decision")[0]
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert len(summary) == 4 and (summary.n == 2).all()
+    deltas = pd.read_csv(tmp_path / "out" / "paired_deltas.csv")
+    assert sorted(deltas[deltas.quantity == "val/acc"].matched) == [
+        "hardware.resolved.precision=32-true", "hardware.resolved.precision=bf16-mixed"]
+
+
 def study_params(arm: str, phase: str) -> dict[str, str]:
     """The `study` node hydra/sweeper=study adds to each run's config, recorded as params."""
     return {"study.id": "s1", "study.arm": f"adapter={arm}", "study.phase": phase}
