@@ -29,6 +29,7 @@ IGNORED = {
     "trainer.checkpoint_every_n_steps": "how often a run saves resume points",
 }
 MISSING = "—"                       # a param a run did not record (e.g. adapter.r of `full`)
+UNSET = {"None", MISSING}           # a limit such as budget.tokens that is off
 GROUP_ALIASES = ("model", "task", "adapter", "hardware", "objective", "optim", "data", "trainer")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from tunelab.compare.grouping import Grouping
+from tunelab.compare.grouping import UNSET, Grouping
 
 # What each configuration costs, in the order the report shows them; shown where recorded.
 COSTS = {
@@ -26,7 +26,6 @@ COSTS = {
     "cost/usd": "USD",
     "budget/flops_used": "train FLOPs",
 }
-HIGHER_IS_CHEAPER = {"perf/train_samples_per_sec"}
 # Costs a Pareto frontier trades the task metric against (lower is better for each).
 PARETO_COSTS = ["params/trainable_pct", "perf/peak_mem_mb", "time/fit_seconds", "perf/energy_j",
                 "cost/usd", "budget/flops_used"]
@@ -165,7 +164,7 @@ def shared_budget(per_run: pd.DataFrame) -> str:
     for key in BUDGET_KEYS:
         if key not in per_run.columns:
             continue
-        values = set(per_run[key]) - {"None", "—"}
+        values = set(per_run[key]) - UNSET
         if len(values) == 1:
             parts.append(f"{key}={values.pop()}")
         elif values:
@@ -173,7 +172,7 @@ def shared_budget(per_run: pd.DataFrame) -> str:
     return ", ".join(parts) or "no budget recorded"
 
 
-def verdict(test: dict, metric: str) -> str:
+def verdict(test: dict) -> str:
     """Whether a paired difference is significant, in words, never from too few seeds."""
     if test["pairs"] < 2:
         return f"too few seeds to test: {test['pairs']} shared seed(s), a paired test needs 2"
@@ -202,7 +201,7 @@ def decision(per_run: pd.DataFrame, summary: pd.DataFrame, metric: str,
             test = paired_test(*(pairs.dropna().to_numpy(float).T))
             row.update(runner_up=runner.config, runner_mean=runner[metric],
                        tie=bool(runner[metric] == best[metric]), **test,
-                       verdict=verdict(test, metric))
+                       verdict=verdict(test))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from tunelab.compare.grouping import differing, ignored, param_frame
+from tunelab.compare.grouping import UNSET, differing, ignored, param_frame
 from tunelab.compare.runs import ARM_TAG, PHASE_TAG, STUDY_TAG, RunSet
 from tunelab.compare.stats import BUDGET_KEYS, paired_test, shared_budget
 
@@ -42,9 +42,9 @@ def budget_kind(params: pd.DataFrame, recorded: str | None) -> str:
         return f"{recorded} ({budget})"
     kinds = [k.removeprefix("budget.") for k in BUDGET_KEYS
              if k.startswith("budget.") and k in params.columns
-             and (set(params[k]) - {"None", "—"})]
+             and (set(params[k]) - UNSET)]
     if not kinds:
-        steps = set(params.get("trainer.max_steps", pd.Series(dtype=str))) - {"None", "-1", "—"}
+        steps = set(params.get("trainer.max_steps", pd.Series(dtype=str))) - (UNSET | {"-1"})
         kinds = ["steps" if steps else "epochs"]
     return f"{' + '.join(kinds)} ({budget})"
 
