@@ -40,16 +40,13 @@ SWEEP = ["model=tiny-bert", "trainer.max_steps=30", "trainer.max_epochs=null",
          "++model.config.attention_probs_dropout_prob=0.0"]
 FLOAT_TOL, DROPOUT_TOL = 2e-3, 1e-2
 
-GPU_FREE = not torch.cuda.is_available()
-
 
 def hw_cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return check_config(compose("train", overrides=["model=tiny-bert", *overrides]))
 
 
-# ---- profiles without a GPU --------------------------------------------------------------------
-@pytest.mark.skipif(not GPU_FREE, reason="checks the no-GPU decisions")
+# ---- profiles without a GPU (real Trainers for the GPU profiles: tests/test_distributed.py) ----
 @pytest.mark.parametrize("name, accelerator, precision, strategy, world", [
     ("cpu", "cpu", "32-true", str, 1),
     ("cpu-ddp", "cpu", "32-true", JobDDPStrategy, 2),
@@ -58,8 +55,9 @@ def hw_cfg(*overrides: str):
     ("fsdp", "gpu", "16-mixed", JobFSDPStrategy, 1),
     ("auto", "cpu", "32-true", str, 1),
 ])
-def test_profile_composes_and_builds_trainer_kwargs(tmp_path, name, accelerator, precision,
-                                                    strategy, world):
+def test_profile_composes_and_builds_trainer_kwargs(tmp_path, monkeypatch, name, accelerator,
+                                                    precision, strategy, world):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)     # also on a GPU machine
     cfg = hw_cfg(f"hardware={name}")
     kwargs = hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg, tmp_path)
     assert cfg.hardware.name == name
