@@ -18,12 +18,15 @@ from omegaconf import DictConfig
 
 from tunelab import adapters, budget, data, hardware, models
 from tunelab.config import check_config
+from tunelab.config.exits import config_errors_exit
 from tunelab.config.printing import print_tree
 from tunelab.sweeps import SWEEP_ENV, sweep_id_for
 from tunelab.tracking import TrackedRun, is_rank_zero, run_weights, tracking_uri
 from tunelab.tracking.checkpoints import resume_point, resume_points
+from tunelab.tracking.summary import print_run_summary
 
 log = logging.getLogger("tunelab")
+PROG = "tunelab-train"
 
 
 def _conf_dir() -> str:
@@ -53,6 +56,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
     if run.status == "skipped":
         log.info("config %s already has FINISHED run %s; skipping "
                  "(tracking.on_finished=rerun trains again)", run.config_hash, run.run_id)
+        print_run_summary(run)
         return run.final_metric(monitor)
     with run, hardware.distributed_job():
         L.seed_everything(cfg.seed, workers=True)
@@ -105,6 +109,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
             run.log_artifacts(weights, "weights")
     if trainer.is_global_zero:
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+    print_run_summary(run)
     return None if result is None else float(result)
 
 
@@ -117,13 +122,22 @@ def _build_net(cfg: DictConfig, label_names: list[str], tokenizer, init: Path | 
 
 
 @hydra.main(config_path=_conf_dir(), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    sweep_id = None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    if hydra_cfg.mode == RunMode.MULTIRUN:     # a bad job fails alone; the sweep summary lists it
         sweep_id = os.environ.get(SWEEP_ENV) or sweep_id_for(hydra_cfg.sweep.dir)
-    return train(cfg, list(hydra_cfg.overrides.task), sweep_id,
-                 Path(hydra_cfg.runtime.output_dir))
+        return train(cfg, list(hydra_cfg.overrides.task), sweep_id,
+                     Path(hydra_cfg.runtime.output_dir))
+    with config_errors_exit(PROG):
+        return train(cfg, list(hydra_cfg.overrides.task), None, Path(hydra_cfg.runtime.output_dir))
+
+
+def main() -> None:
+    """The `tunelab-train` console script. HYDRA_FULL_ERROR=1 lets errors out of Hydra (which
+    would print them with a traceback and exit 1), so config errors exit 2 with one line."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    with config_errors_exit(PROG):
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Hydra callbacks for multiruns: one sweep id and one parent MLflow run per multirun, and a
-summary of failed jobs that works whichever launcher ran them.
+"""Hydra callbacks for multiruns: one sweep id and one parent MLflow run per multirun, a line as
+each job starts, and a closing summary (its runs ranked, the failed jobs) that works whichever
+launcher ran them.
 
 Hydra 1.3's BasicSweeper raises the first failed job's error only after the whole batch ran, and
 then never calls `on_multirun_end`. So each job writes its outcome into the shared sweep folder
@@ -22,12 +23,14 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from mlflow.entities import RunTag
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from mlflow.entities import Run, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from tunelab.tracking.params import mask_text
 from tunelab.tracking.store import (artifact_root, client_for, experiment_id, sweep_parent,
                                     tracking_uri)
+from tunelab.tracking.summary import FailedJob, sweep_summary
 
 SWEEP_ENV = "TUNELAB_SWEEP_ID"
 STATE_DIR = ".tunelab"          # inside the sweep folder: the sweep id and one record per job
@@ -78,6 +81,35 @@ def job_records(sweep_dir: Path) -> list[dict]:
     return sorted(found, key=lambda r: r["num"])
 
 
+def failed_jobs(failed: list[dict], unfinished: list[Run]) -> list[FailedJob]:
+    """The failed jobs of this invocation with their errors, then the sweep's runs left
+    unfinished by an earlier one (or by a job killed with the sweep) that no failed job names."""
+    jobs = [FailedJob(f"job {r['num']}", mask_text(" ".join(r["overrides"])), r["error"])
+            for r in failed]
+    named = {job.overrides for job in jobs}
+    return jobs + [FailedJob(f"run {r.info.run_name} ({r.info.run_id})",
+                             r.data.tags.get("tunelab.overrides", ""), r.info.status)
+                   for r in unfinished if r.data.tags.get("tunelab.overrides") not in named]
+
+
+def planned_jobs(config: DictConfig) -> int | None:
+    """How many jobs the sweep launches, where the sweeper says so up front: its trial count,
+    or the product of the swept values for Hydra's basic sweeper; None when unknown."""
+    sweeper = config.hydra.sweeper
+    if sweeper.get("n_trials") is not None:
+        return int(sweeper.n_trials)
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    params = sweeper.get("params") or {}
+    args = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+    last = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(args)}
+    total = 1
+    for override in last.values():          # a later override of the same key wins
+        if override.is_sweep_override():
+            total *= len(list(override.sweep_string_iterator()))
+    return total
+
+
 class SweepCallback(Callback):
     """Creates (or rejoins) the parent run at multirun start; jobs find it by sweep id; the end of
     the multirun closes it and names every failed job."""
@@ -108,7 +140,21 @@ class SweepCallback(Callback):
             self._run_id = client.create_run(self._exp, run_name=f"{kind}-{sweep_id}",
                                              tags=tags).info.run_id
         self._sweep_id, self._sweep_dir, self._closed = sweep_id, sweep_dir, False
+        self._metric, self._mode = f"val/{config.task.monitor}", str(config.task.mode)
+        planned = planned_jobs(config)
+        (sweep_dir / STATE_DIR / "planned").write_text("" if planned is None else str(planned))
         atexit.register(self._close_after_error)
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        """Between jobs the console would go quiet: say which job starts, n of N."""
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        planned = Path(str(config.hydra.sweep.dir)) / STATE_DIR / "planned"
+        total = planned.read_text().strip() if planned.is_file() else ""
+        num = int(config.hydra.job.num)     # Hydra's job number, as in its "#N" and the summary
+        log.info("sweep %s: job %d (%d%s) starting: %s", sweep_id_for(str(config.hydra.sweep.dir)),
+                 num, num + 1, f" of {total}" if total else "",
+                 mask_text(" ".join(config.hydra.overrides.task)))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -139,20 +185,14 @@ class SweepCallback(Callback):
         records = job_records(self._sweep_dir)
         failed = [r for r in records if r["status"] == "FAILED"]
         client = client_for(self._uri)
-        unfinished = client.search_runs(
-            [self._exp], f"tags.`tunelab.sweep_id` = '{self._sweep_id}' and "
-                         "tags.`tunelab.run_kind` = 'train' and attributes.status != 'FINISHED'")
+        runs = client.search_runs([self._exp], f"tags.`tunelab.sweep_id` = '{self._sweep_id}' "
+                                               "and tags.`tunelab.run_kind` = 'train'")
+        unfinished = [r for r in runs if r.info.status != "FINISHED"]
         status = "FAILED" if failed or (unfinished and not stopped) else \
             "KILLED" if stopped else "FINISHED"
         log.info("sweep %s: %d jobs ran, %d failed", self._sweep_id, len(records), len(failed))
-        if failed or unfinished:
-            lines = [f"  job {r['num']}: {' '.join(r['overrides'])}\n    {r['error']}"
-                     for r in failed]
-            named = {" ".join(r["overrides"]) for r in failed}
-            lines += [f"  run {r.info.run_name} ({r.info.run_id}): {r.info.status}"
-                      for r in unfinished if r.data.tags.get("tunelab.overrides") not in named]
-            log.error("sweep %s: these jobs failed (rerun the same command to retry only "
-                      "them):\n%s", self._sweep_id, "\n".join(lines))
+        print(sweep_summary(client, self._uri, self._run_id, runs, self._metric, self._mode,
+                            failed_jobs(failed, unfinished)), flush=True)
         tags = [RunTag("tunelab.sweep_status", status.lower())]
         if failed:
             tags.append(RunTag("tunelab.failed_jobs", ",".join(str(r["num"]) for r in failed)))

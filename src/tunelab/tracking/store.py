@@ -28,6 +28,9 @@ from mlflow.utils.file_utils import ExclusiveFileLock
 from sqlalchemy.exc import SQLAlchemyError
 
 LOCK_RETRIES = 12
+# MLflow 3's UI opens an experiment in the view its kind names; without the tag it guesses and
+# shows the GenAI view (traces). "custom_model_development" is its "Machine learning" kind.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(uri: str | None, mlruns_dir: str = "mlruns") -> str:
@@ -81,7 +84,7 @@ class StoreClient(MlflowClient):
 
 for _name in ("create_experiment", "get_experiment_by_name", "search_experiments", "create_run",
               "get_run", "search_runs", "get_metric_history", "update_run", "set_terminated",
-              "log_batch", "set_tag", "delete_tag"):
+              "log_batch", "set_tag", "delete_tag", "set_experiment_tag"):
     setattr(StoreClient, _name, _retried(getattr(MlflowClient, _name), is_lock_error))
 StoreClient.log_inputs = _retried(
     MlflowClient.log_inputs, lambda err: is_lock_error(err) or is_lost_insert_race(err))
@@ -122,13 +125,18 @@ def client_for(uri: str) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """Get or create `name`, tolerating another process creating it at the same moment."""
+    """Get or create `name`, tolerating another process creating it at the same moment. It opens
+    in the MLflow UI's model-training view, also when it existed without a kind."""
     for _ in range(5):
         found = client.get_experiment_by_name(name)
         if found is not None:
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                          EXPERIMENT_KIND)
             return found.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:
             time.sleep(0.2)
     raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
