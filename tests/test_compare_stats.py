@@ -266,6 +266,22 @@ def test_hardware_as_it_resolved_splits_configurations(store, keep_global_uri,  
         "hardware.resolved.precision=32-true", "hardware.resolved.precision=bf16-mixed"]
 
 
+def test_runs_alike_but_ignored_keys_are_named_and_pair_once(store, keep_global_uri,  # noqa: F811
+                                                             tmp_path):
+    client, uri = store
+    exp_id = experiment(client, "dups")
+    for i, (adapter, seed) in enumerate([("full", 0), ("lora", 0), ("lora", 0), ("full", 1),
+                                         ("lora", 1)]):
+        log_run(client, exp_id, {"adapter.name": adapter, "adapter.method": adapter,
+                                 "seed": seed}, {"val/acc": 0.5 + 0.01 * i}, start=i)
+    markdown = report(uri, tmp_path / "out", name="dups")
+    assert "2 run(s) share configuration and seed with another" in markdown
+    deltas = pd.read_csv(tmp_path / "out" / "paired_deltas.csv")
+    [acc] = deltas[deltas.quantity == "val/acc"].to_dict("records")
+    assert acc["pairs"] == 2, "seed 0 pairs once, with the latest lora run"
+    assert acc["delta"] == pytest.approx(((0.52 - 0.50) + (0.54 - 0.53)) / 2)
+
+
 def study_params(arm: str, phase: str) -> dict[str, str]:
     """The `study` node hydra/sweeper=study adds to each run's config, recorded as params."""
     return {"study.id": "s1", "study.arm": f"adapter={arm}", "study.phase": phase}

@@ -232,7 +232,8 @@ def duplicates_text(c: Comparison) -> str:
     if not shared.any():
         return ""
     return (f" {int(shared.sum())} run(s) share configuration and seed with another: they "
-            f"differ only in ignored keys or in unrecorded data, and count as separate seeds.")
+            f"differ only in ignored keys or in unrecorded data; they count as separate runs "
+            f"in the means, and only the latest of them pairs.")
 
 
 def decision_text(c: Comparison, row: pd.Series) -> str:

@@ -111,9 +111,11 @@ def paired_test(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed: int = 
 
 
 def pairs_of(per_run: pd.DataFrame, a: str, b: str, on: str = "config") -> pd.DataFrame:
-    """Runs of `a` and `b` (values of column `on`) sharing a seed, one row per seed."""
-    left = per_run[per_run[on] == a]
-    right = per_run[per_run[on] == b]
+    """Runs of `a` and `b` (values of column `on`) sharing a seed, one row per seed: of two
+    runs of one side on one seed only the latest pairs (runs come newest first), so a seed is
+    never counted twice."""
+    left = per_run[per_run[on] == a].drop_duplicates("seed")
+    right = per_run[per_run[on] == b].drop_duplicates("seed")
     return left.merge(right, on="seed", suffixes=("", "_base"))
 
 
