@@ -84,7 +84,10 @@ class StepMemory:
         self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):     # sparse or wrapper tensors: no storage
+            return t.detach()
         if storage.data_ptr() not in self.held_ptrs:
             self.saved[storage.data_ptr()] = storage.nbytes()
         return t.detach()       # not `t`: autograd would hold a reference cycle (torch's warning)
