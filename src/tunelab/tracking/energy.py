@@ -62,8 +62,11 @@ class NvmlCounter:
         self.nvml = importlib.import_module("pynvml")
         self.nvml.nvmlInit()
         uuid = str(torch.cuda.get_device_properties(device).uuid)
-        self.handle = self.nvml.nvmlDeviceGetHandleByUUID(
-            uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+        try:
+            self.handle = self.nvml.nvmlDeviceGetHandleByUUID(uuid)
+        except (TypeError, self.nvml.NVMLError):    # releases differ: str or bytes
+            self.handle = self.nvml.nvmlDeviceGetHandleByUUID(uuid.encode())
         self.start_mj = self.read()
 
     def read(self) -> int:
