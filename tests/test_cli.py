@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import TINY, run_cli, train_runs
@@ -37,3 +38,25 @@ def test_bad_override_fails_before_any_run_is_recorded(tmp_path):
     assert "optim.lr=-1.0: a learning rate > 0" in proc.stderr
     assert not (tmp_path / "mlruns" / "mlflow.db").exists() or \
         not train_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"))
+
+
+@pytest.mark.parametrize("args, message, full_error", [
+    (["adapter=lorra"], "tunelab-train: error: adapter='lorra': one of the options of config "
+                        "group 'adapter': bitfit, dora, full, head, ia3, lora", "0"),
+    (["adapter=lorra"], "tunelab-train: error: adapter='lorra': one of the options", "1"),
+    (["model=tiny-llama", "adapter=bitfit"],
+     "tunelab-train: error: adapter='bitfit': model=tiny-llama (llama) has no bias terms", "1"),
+    (["optim.lrr=1"], "tunelab-train: error: Could not override 'optim.lrr'; "
+                      "Key 'lrr' is not in struct; To append to your config use +optim.lrr=1", "0"),
+])
+def test_config_error_is_one_line_and_exit_2(tmp_path, args, message, full_error):
+    """Hydra's composition errors and tunelab's ConfigError alike, with or without
+    HYDRA_FULL_ERROR: no traceback, no 'Error executing job', no run recorded."""
+    proc = run_cli(["tunelab-train", *TINY, *args], cwd=tmp_path,
+                   env={"HYDRA_FULL_ERROR": full_error})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] == \
+        [ln for ln in proc.stderr.splitlines() if ln.startswith("tunelab-train: error: ")]
+    assert not train_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"))
