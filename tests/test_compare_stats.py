@@ -246,6 +246,37 @@ def test_keys_the_by_key_determines_are_part_of_the_arm(store, keep_global_uri, 
     assert set(acc.arm) == {"adapter=dora, adapter.r=8", "adapter=lora, adapter.r=8"}
 
 
+def test_encoder_vs_decoder_on_two_tasks_pairs_by_task_though_the_encoder_head_varies(
+        store, keep_global_uri, tmp_path):  # noqa: F811
+    """The encoder's head depends on the task (classifier, span), the decoder's never
+    (generate): the head still changes with the model within each task, so it is in the arm."""
+    client, uri = store
+    exp_id = experiment(client, "encoder-vs-decoder")
+    accs = {}
+    for i, (model, task, seed) in enumerate(itertools.product(
+            ["minilm", "smollm2-135m"], ["sentiment", "qa"], [0, 1, 2])):
+        encoder = model == "minilm"
+        head = ("classifier" if task == "sentiment" else "span") if encoder else "generate"
+        accs[(model, task, seed)] = 0.6 + 0.1 * encoder + 0.01 * seed + 0.001 * i
+        log_run(client, exp_id, {"model.name": model, "task.name": task, "task.head": head,
+                                 "adapter.name": "full" if encoder else "lora",
+                                 "adapter.method": "full" if encoder else "lora",
+                                 "model.family": "encoder" if encoder else "decoder",
+                                 "seed": seed}, {"val/acc": accs[(model, task, seed)]}, start=i)
+    markdown = report(uri, tmp_path / "out", "--by", "model", name="encoder-vs-decoder")
+    assert "two runs pair when they share `task.name` and the seed" in markdown
+    deltas = pd.read_csv(tmp_path / "out" / "paired_deltas.csv")
+    acc = deltas[deltas.quantity == "val/acc"].set_index("matched")
+    assert sorted(acc.index) == ["task=qa", "task=sentiment"]
+    assert (acc.pairs == 3).all() and (acc.baseline.str.startswith("model=minilm")).all()
+    for task in ["sentiment", "qa"]:
+        diffs = [accs[("smollm2-135m", task, s)] - accs[("minilm", task, s)] for s in range(3)]
+        assert acc.loc[f"task={task}", "delta"] == pytest.approx(np.mean(diffs))
+    decision = pd.read_csv(tmp_path / "out" / "decision.csv").set_index("scope")
+    assert sorted(decision.index) == ["task=qa", "task=sentiment"], "best per task"
+    assert decision.best.str.startswith("model=minilm").all()
+
+
 def test_hardware_as_it_resolved_splits_configurations(store, keep_global_uri,  # noqa: F811
                                                        tmp_path):
     """hardware=auto resolved to two precisions on two machines: not one configuration."""

@@ -4,11 +4,12 @@ A configuration is every param that differs among the compared runs, seed aside:
 pooled because a report only knew of model, task and adapter. A few keys are ignored because
 they say where a run wrote its files or how it was recorded, not what was trained (IGNORED).
 
-Pairing along an axis (`--by`): the by-key and every key whose value it determines across the
-runs form the arm; every other differing key, and the seed, must match for two runs to pair.
-So `--by model` on encoder-vs-decoder (MiniLM + full + classifier head vs SmolLM2 + LoRA +
-generate) makes adapter and head part of the arm and pairs the runs by task and seed, while
-`--by adapter` on an adapter × lr grid pairs lora with full at the same lr.
+Pairing along an axis (`--by`): the by-key and every key whose value it determines form the
+arm, across the runs or within each combination of the keys left to match (see arm_keys);
+every other differing key, and the seed, must match for two runs to pair. So `--by model` on
+encoder-vs-decoder (MiniLM + full + classifier or span head vs SmolLM2 + LoRA + generate) makes
+adapter and head part of the arm and pairs the runs by task and seed, while `--by adapter` on an
+adapter × lr grid pairs lora with full at the same lr.
 """
 
 from __future__ import annotations
@@ -54,9 +55,30 @@ def differing(params: pd.DataFrame) -> list[str]:
     return sorted(k for k in params.columns if params[k].nunique() > 1)
 
 
-def determines(params: pd.DataFrame, key: str, other: str) -> bool:
-    """True when every value of `key` goes with one value of `other` across these runs."""
+def determines(params: pd.DataFrame, key: str | list[str], other: str) -> bool:
+    """True when every value of `key` (every combination, for several) goes with one value of
+    `other` across these runs."""
     return bool((params.groupby(key)[other].nunique() <= 1).all())
+
+
+def arm_keys(params: pd.DataFrame, keys: list[str], by: str) -> list[str]:
+    """The by-key, the keys it determines across the runs (adapter with the model in
+    encoder-vs-decoder), and the keys it determines within each combination of the keys left
+    to match (the head an encoder uses per task: classifier for sentiment, span for qa), unless
+    those alone determine them. Every stratum then holds one arm per by-value."""
+    arm = [k for k in keys if k == by or determines(params, by, k)]
+    for key in sorted((k for k in keys if k not in arm), key=lambda k: priority(k, None),
+                      reverse=True):
+        others = [k for k in keys if k not in arm and k != key]
+        if others and determines(params, [by, *others], key) and \
+                not determines(params, others, key):
+            arm.append(key)
+    extra = [k for k in arm if not determines(params, by, k)]
+    for key in extra:   # a later key left the match keys: check the earlier ones again
+        match = [k for k in keys if k not in arm]
+        if match and not determines(params, [by, *match], key):
+            arm.remove(key)
+    return [k for k in keys if k in arm]
 
 
 def priority(key: str, by: str | None) -> tuple[int, int, str]:
@@ -124,5 +146,5 @@ def grouping(params: pd.DataFrame, by: str | None) -> Grouping:
     together = {k: sorted(v) for k, v in together.items()}
     if by is None or by not in keys:
         return Grouping(keys, together, skipped, by, [], keys)
-    arm = [k for k in keys if k == by or determines(params, by, k)]
+    arm = arm_keys(params, keys, by)
     return Grouping(keys, together, skipped, by, arm, [k for k in keys if k not in arm])

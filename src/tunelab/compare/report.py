@@ -212,8 +212,9 @@ def pairing_text(c: Comparison) -> str:
     arm = ", ".join(with_together(g, k) for k in g.arm)
     match = ", ".join(f"`{k}`" for k in g.match)
     sentence = (f"Pairs along `{g.by}` against `{g.by}={c.baseline}`: the arm is {arm} (keys "
-                f"whose value `{g.by}` determines across these runs change with it, not a "
-                f"mismatch); two runs pair when they share {match + ' and ' if match else ''}"
+                f"whose value `{g.by}` determines, across these runs or within each combination "
+                f"of the matched keys, change with it: not a mismatch); two runs pair when they "
+                f"share {match + ' and ' if match else ''}"
                 f"the seed. Δ is arm minus baseline, seed by seed; sd is the seed-to-seed spread "
                 f"of those differences; p-values from a paired t-test and an exact sign-flip "
                 f"permutation test; 95% CI by percentile bootstrap over pairs (10,000 "

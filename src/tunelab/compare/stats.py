@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from tunelab.compare.grouping import UNSET, Grouping
+from tunelab.compare.grouping import UNSET, Grouping, short
 
 # What each configuration costs, in the order the report shows them; shown where recorded.
 COSTS = {
@@ -57,12 +57,13 @@ def tidy(runs: pd.DataFrame, params: pd.DataFrame, metric: str, g: Grouping) -> 
     budget param, the seed, the metric and the costs as numbers."""
     shown = g.keys + [k for ks in g.together.values() for k in ks]
     scope = [k for k in SCOPE_KEYS + BUDGET_KEYS if k in shown]
+    def scope_label(row: pd.Series) -> str:
+        return ", ".join(f"{short(k)}={row[k]}" for k in scope) or "all runs"
+
     out = pd.DataFrame({
         "run_id": runs["run_id"], "run": runs.get("tags.mlflow.runName", runs["run_id"]),
-        "seed": params["seed"],
-        "config": params.apply(g.label, axis=1) if len(params) else pd.Series(dtype=str),
-        "scope": params.apply(lambda r: ", ".join(f"{k}={r[k]}" for k in scope) or "all runs",
-                              axis=1) if len(params) else pd.Series(dtype=str)})
+        "seed": params["seed"], "config": params.apply(g.label, axis=1),
+        "scope": params.apply(scope_label, axis=1)})
     if g.arm:
         out["arm"] = params.apply(g.arm_label, axis=1)
         out["matched"] = params.apply(g.match_label, axis=1)
