@@ -73,11 +73,15 @@ def test_two_arm_study_tunes_each_arm_then_confirms_its_best_on_fresh_seeds(tmp_
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["tunelab.study.budget_kind"] == "data"
     assert parent.data.tags["tunelab.study.arms"] == '["adapter=full", "adapter=lora"]'
+    assert parent.data.tags["tunelab.study.storage"] == \
+        f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"        # the default, beside the store
 
 
 def test_killed_study_resumes_without_retraining_a_finished_trial(tmp_path):
     """SIGKILL the study once a run has finished, then run the same command again."""
-    args = [*STUDY, "hydra.sweeper.trials_per_arm=2", "hydra.sweeper.seeds=1", *FAST]
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"        # a given Optuna database
+    args = [*STUDY, "hydra.sweeper.trials_per_arm=2", "hydra.sweeper.seeds=1",
+            f"hydra.sweeper.storage={storage}", *FAST]
     exe = Path(sys.executable).parent / args[0]
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen([str(exe), *args[1:]], cwd=tmp_path, stdout=log,
@@ -107,7 +111,7 @@ def test_killed_study_resumes_without_retraining_a_finished_trial(tmp_path):
     for run in runs:
         if run.info.run_id in finished:     # never trained again
             assert run.info.end_time == before[run.info.run_id].info.end_time
-    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
