@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import CONF, TINY, run_cli, train_runs
 from tunelab.config import ConfigError
-from tunelab.sweeps.study import Study
+from tunelab.sweeps.study import Study, make_arm
 
 STEPS = 4
 # TINY without its fixed optim.lr: a fixed key is not searched
@@ -150,6 +150,20 @@ def study_for(tmp_path):
 def test_a_bad_study_is_refused_before_any_job_runs(study_for, arguments, message):
     with pytest.raises(ConfigError, match=message):
         study_for().run(arguments)
+
+
+def test_each_arm_searches_its_own_space_minus_its_axis_and_fixed_keys(study_for):
+    study = study_for()
+
+    def space(overrides: list[str], fixed: list[str] = ()) -> dict:
+        return make_arm(study.load, overrides, list(fixed), {}, study.settings).space
+
+    full, lora = space(["adapter=full"]), space(["adapter=lora"])
+    assert sorted(full) == ["optim.lr"]
+    assert (full["optim.lr"].low, full["optim.lr"].high, full["optim.lr"].log) == (1e-5, 5e-4, True)
+    assert sorted(lora) == ["adapter.r", "optim.lr"] and lora["adapter.r"].choices == (4, 8, 16)
+    assert sorted(space(["adapter=lora", "adapter.r=4"])) == ["optim.lr"]   # the arm's axis
+    assert sorted(space(["adapter=lora"], ["optim.lr=1e-3"])) == ["adapter.r"]   # a fixed key
 
 
 def test_the_command_line_replaces_a_presets_arms(study_for):

@@ -135,8 +135,8 @@ def declared_space(cfg: DictConfig) -> dict[str, str]:
 
 def arm_space(cfg: DictConfig, spec: dict[str, str], fixed: set[str],
               label: str) -> dict[str, Any]:
-    """Distributions for `spec`, refusing keys this arm's config does not have; a key fixed on
-    the command line (optim.lr=1e-3) is not searched."""
+    """Distributions for `spec`, refusing keys this arm's config does not have; a key in `fixed`
+    (optim.lr=1e-3 on the command line) is not searched."""
     space = {}
     for key, expression in spec.items():
         if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
@@ -183,7 +183,8 @@ def make_arm(load: Callable[[list[str]], DictConfig], overrides: list[str], fixe
     label = " ".join(o.lstrip("+") for o in overrides) or "search"
     cfg = load([*fixed, *overrides])
     spec = {**declared_space(cfg), **searched} if settings.study else dict(searched)
-    fixed_keys = {o.get_key_element().lstrip("+~") for o in parse(fixed)}
+    # a key set on the command line, or the arm's own axis (adapter.r=4,8), is not searched
+    fixed_keys = {o.get_key_element().lstrip("+~") for o in parse([*fixed, *overrides])}
     space = arm_space(cfg, spec, fixed_keys, label)
     if not space:
         raise ConfigError("search", spec, f"arm {label} has nothing to search: declare a "
@@ -198,8 +199,8 @@ def make_arm(load: Callable[[list[str]], DictConfig], overrides: list[str], fixe
 def check_arms(arms: list[Arm], axes: dict[str, list[str]], study: bool) -> None:
     if study and len(arms) < 2:
         raise ConfigError("hydra/sweeper=study", axes,
-                          "at least two arms, but the swept keys above make "
-                          f"{len(arms)}: sweep a key over two or more values "
+                          f"at least two arms; these swept keys make {len(arms)}: sweep a key "
+                          "over two or more values "
                           "(adapter=full,lora or model=minilm,smollm2-135m)")
     budgets = {json.dumps(a.budget, sort_keys=True) for a in arms}
     if len(budgets) > 1:
