@@ -45,11 +45,15 @@ def use_log(values: pd.Series, cost: str) -> bool:
 
 
 def pareto_figure(table: pd.DataFrame, metric: str, look: dict[str, dict]) -> Figure:
-    """One panel per recorded cost: each configuration's mean with ±1 std over seeds on both
-    axes, the frontier of each scope joined by a line."""
+    """One panel per recorded cost (three to a row): each configuration's mean with ±1 std over
+    seeds on both axes, the frontier of each scope joined by a line."""
     costs = [c for c in COSTS if f"frontier {COSTS[c]}" in table.columns]
-    fig = Figure(figsize=(5 * max(len(costs), 1), 4.5), layout="constrained")
-    axes = fig.subplots(1, max(len(costs), 1), squeeze=False)[0]
+    cols = min(len(costs), 3)
+    rows = -(-len(costs) // cols)
+    fig = Figure(figsize=(5 * cols, 4.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(costs):]:
+        ax.set_visible(False)
     for ax, cost in zip(axes, costs):
         for _, row in table.iterrows():
             style = look[row.config]
