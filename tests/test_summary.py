@@ -36,7 +36,8 @@ def test_run_ends_with_its_summary_and_a_rerun_says_it_skipped(tmp_path):
                      rf"peak mem {metrics['perf/peak_mem_mb']:.0f} MB \| "
                      rf"fit {metrics['time/fit_seconds']:.1f} s", out)
     assert f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000" in out
-    assert f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run.info.run_id}" in out
+    assert f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run.info.run_id}" \
+        "?workflowType=machine_learning" in out
     assert "skipped" not in out and "resumed" not in out
     assert client.get_experiment(exp).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
 
@@ -64,7 +65,7 @@ def test_server_store_summary_links_the_server_and_hides_passwords(tmp_path):
     text = run_summary(client, uri, run.info.run_id)
     assert "mlflow ui --backend-store-uri" in text
     assert see_it("http://team:5000/", run)[1].strip() == \
-        f"http://team:5000/#/experiments/{exp}/runs/{run.info.run_id}"
+        f"http://team:5000/#/experiments/{exp}/runs/{run.info.run_id}?workflowType=machine_learning"
     assert shown_uri("postgresql://mlflow:hunter2@db:5432/mlflow") == \
         "postgresql://mlflow:***@db:5432/mlflow"
 
@@ -116,6 +117,7 @@ def test_sweep_ends_with_its_ranked_jobs_failures_and_compare_command(tmp_path):
     assert re.search(r"job 2: model=tiny-llama .*adapter=bitfit\n +ConfigError: "
                      r"adapter='bitfit': model=tiny-llama \(llama\) has no bias terms", out)
     assert f"tunelab-compare --experiment tunelab --tracking-uri {uri} --metric val/acc" in out
-    assert f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in out
+    assert f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?workflowType=" \
+        "machine_learning" in out
     assert "tunelab-train: error: adapter='bitfit'" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -20,10 +20,10 @@ import pickle
 import traceback
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.entities import Run, RunTag
 from omegaconf import DictConfig, OmegaConf
 

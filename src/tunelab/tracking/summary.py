@@ -13,6 +13,10 @@ from mlflow.entities import Run
 from tabulate import tabulate
 
 UI_HOST, UI_PORT = "127.0.0.1", 5000
+# MLflow 3.17's UI picks its view (GenAI or model training) from this URL parameter, else from
+# the browser's last choice (GenAI at first); the experiment's mlflow.experimentKind tag, which
+# tunelab also sets, no longer decides it. Links tunelab prints open the model-training view.
+TRAINING_VIEW = "workflowType=machine_learning"
 STATUS_NOTES = {
     "resumed": "resumed: continued from its last checkpoint into the same MLflow run",
     "skipped": "skipped: this config already has this FINISHED run, nothing trained "
@@ -53,7 +57,8 @@ def ui_location(uri: str) -> tuple[str | None, str]:
 
 
 def run_url(uri: str, run: Run) -> str:
-    return f"{ui_location(uri)[1]}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    return (f"{ui_location(uri)[1]}/#/experiments/{run.info.experiment_id}/runs/"
+            f"{run.info.run_id}?{TRAINING_VIEW}")
 
 
 def see_it(uri: str, run: Run) -> list[str]:
