@@ -3,11 +3,12 @@ the MLflow store recorded."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 from mlflow import MlflowClient
 
-from tests.conftest import TINY, run_cli, train_runs
+from tests.conftest import TINY, prepared_data, run_cli, train_runs
 from tunelab.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, client_for
 from tunelab.tracking.summary import FailedJob, run_summary, see_it, shown_uri, sweep_summary
 
@@ -121,3 +122,32 @@ def test_sweep_ends_with_its_ranked_jobs_failures_and_compare_command(tmp_path):
         "machine_learning" in out
     assert "tunelab-train: error: adapter='bitfit'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_tokenizing_says_what_it_does_and_a_cache_hit_says_so(tiny_cfg, caplog):
+    caplog.set_level(logging.INFO, logger="tunelab.data.datamodule")
+    cfg = tiny_cfg("data.synthetic.train_size=64", "data.synthetic.eval_size=32")
+    prepared_data(cfg)
+    assert re.search(r"tokenizing train: \d+ rows \(.*tokenized", caplog.text)
+    assert "tokenized splits ready in" in caplog.text
+    caplog.clear()
+    prepared_data(cfg)
+    assert re.search(r"reading tokenized train: \d+ rows", caplog.text)
+    assert "tokenizing train" not in caplog.text
+
+
+def test_reading_a_gguf_file_logs_before_and_after_with_seconds(caplog):
+    """SmolLM2's GGUF config alone takes seconds to read (its weights tens of seconds)."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+    from tunelab import models
+    from tunelab.config import check_config
+
+    caplog.set_level(logging.INFO, logger="tunelab.models.loading")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = check_config(compose("train", overrides=["model=smollm2-135m"]))
+    models.skeleton(cfg.model, cfg.task)
+    said = f"smollm2-135m: reading the config from {cfg.model.gguf_file}"
+    assert f"{said} ..." in caplog.text
+    assert re.search(rf"{re.escape(said)}: done in \d+\.\d s", caplog.text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from tunelab.config import ConfigError
 from tunelab.data.sources import RawData
 
 PADDING = ("longest", "max_length")
+log = logging.getLogger(__name__)
 
 
 class EpochLengthGroupedSampler(LengthGroupedSampler):
@@ -104,17 +106,23 @@ class TuneDataModule(L.LightningDataModule):
             self._encode()
 
     def _encode(self) -> None:
+        """Tokenize every split once (datasets' map shows a progress bar), or read the cached
+        result; a log line says which, so a big file's wait does not look frozen."""
         start = time.perf_counter()
         key = self.cache_key()
         folder = self.cache_dir / "tokenized" / key
         folder.mkdir(parents=True, exist_ok=True)
         for split, ds in self.raw.splits.items():
+            cached = (folder / f"{split}.arrow").exists()
+            log.info("%s %s: %d rows (%s)", "reading tokenized" if cached else "tokenizing",
+                     split, len(ds), folder)
             self.encoded[split] = ds.map(
                 self.task_data.encode, batched=True, remove_columns=ds.column_names,
                 fn_kwargs={"tokenizer": self.tokenizer, "max_length": self.max_length},
                 cache_file_name=str(folder / f"{split}.arrow"), load_from_cache_file=True,
                 new_fingerprint=f"{key}-{split}", desc=f"tokenizing {split}")
         self.prepare_seconds = time.perf_counter() - start
+        log.info("tokenized splits ready in %.1f s", self.prepare_seconds)
 
     def collator(self):
         """The task's collator; with padding=max_length every task's collator pads to a multiple
