@@ -1,4 +1,5 @@
-"""Prefix tuning across transformers' `past_key_values` -> `cache` rename (5.24), until peft follows.
+"""Prefix tuning across transformers 5.24's rename of `past_key_values` to `cache`, until peft
+follows.
 
 transformers 5.24 renamed the forward argument that carries the key/value cache from
 `past_key_values` to `cache` (BERT, RoBERTa, Llama, ...; the old name is still accepted, deprecated,
