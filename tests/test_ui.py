@@ -114,11 +114,16 @@ def compare_run(ui) -> Run:
     return run
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory, request):
+@pytest.fixture(scope="module", autouse=True)
+def browser_installed() -> None:
+    """Under TUNELAB_REQUIRE_BROWSER=1 a missing browser fails at once, before the sweep."""
     if MISSING:
         pytest.fail(f"TUNELAB_REQUIRE_BROWSER=1 but {', '.join(MISSING)} missing: "
                     "apt-get install -y chromium chromium-driver")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, request):
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
