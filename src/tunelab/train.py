@@ -124,19 +124,19 @@ def _build_net(cfg: DictConfig, label_names: list[str], tokenizer, init: Path | 
 @hydra.main(config_path=_conf_dir(), config_name="train", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
+    sweep_id = None
     if hydra_cfg.mode == RunMode.MULTIRUN:     # a bad job fails alone; the sweep summary lists it
         sweep_id = os.environ.get(SWEEP_ENV) or sweep_id_for(hydra_cfg.sweep.dir)
-        return train(cfg, list(hydra_cfg.overrides.task), sweep_id,
-                     Path(hydra_cfg.runtime.output_dir))
-    with config_errors_exit(PROG):
-        return train(cfg, list(hydra_cfg.overrides.task), None, Path(hydra_cfg.runtime.output_dir))
+    return train(cfg, list(hydra_cfg.overrides.task), sweep_id, Path(hydra_cfg.runtime.output_dir))
 
 
 def main() -> None:
     """The `tunelab-train` console script. HYDRA_FULL_ERROR=1 lets errors out of Hydra (which
-    would print them with a traceback and exit 1), so config errors exit 2 with one line."""
+    would print them with a traceback and exit 1), so config errors exit 2 with one line; a user
+    who set HYDRA_FULL_ERROR=1 still gets the traceback above it."""
+    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    with config_errors_exit(PROG):
+    with config_errors_exit(PROG, show_traceback):
         hydra_main()
 
 

@@ -4,6 +4,7 @@ Hydra's composition errors (`adapter=lorra`, an unknown key) and tunelab's own C
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -35,11 +36,12 @@ def fail(prog: str, message: str) -> NoReturn:
 
 
 @contextmanager
-def config_errors_exit(prog: str) -> Iterator[None]:
-    """Turn a config error raised inside the block into one line and exit code 2."""
+def config_errors_exit(prog: str, show_traceback: bool = False) -> Iterator[None]:
+    """Turn a config error raised inside the block into one line and exit code 2; with
+    `show_traceback` (the user set HYDRA_FULL_ERROR=1) the traceback is printed above that line."""
     try:
         yield
-    except ConfigError as err:
-        fail(prog, str(err))
-    except (ConfigCompositionException, OverrideParseException) as err:
-        fail(prog, composition_message(err))
+    except (ConfigError, ConfigCompositionException, OverrideParseException) as err:
+        if show_traceback:
+            traceback.print_exc()
+        fail(prog, str(err) if isinstance(err, ConfigError) else composition_message(err))
