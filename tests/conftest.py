@@ -4,8 +4,14 @@ every store and cache in tmp_path."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,3 +92,39 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
     return subprocess.run([str(exe), *args[1:]], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int) -> Iterator[str]:
+    """A real `mlflow server` over `backend_uri`, serving artifacts from `artifacts`, its output in
+    `log`; yields its URI once /health answers, stops it (and its workers) afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
+         "--serve-artifacts", "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:     # a busy machine: stop it the hard way
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import threading
-import urllib.request
 from pathlib import Path
 
 import mlflow.entities
@@ -20,7 +18,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from tests.conftest import CONF, TINY, run_cli, train_runs
+from tests.conftest import CONF, TINY, mlflow_server, run_cli, train_runs
 from tunelab.config import check_config
 from tunelab.tracking.store import client_for
 
@@ -191,32 +189,11 @@ def test_two_parallel_sweeps_on_one_sqlite_store_lose_nothing(tmp_path):
         sorted([p.info.run_id for p in parents] * 2)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_parallel_sweep_against_a_real_mlflow_server(tmp_path):
-    port, server_dir = free_port(), tmp_path / "server"
+    server_dir = tmp_path / "server"
     server_dir.mkdir()
-    mlflow_exe = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen(
-        [str(mlflow_exe), "server", "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
-         "--serve-artifacts", "--artifacts-destination", str(server_dir / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=server_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "server did not start"
-                time.sleep(1)
+    with mlflow_server(f"sqlite:///{server_dir / 'mlflow.db'}", server_dir / "artifacts",
+                       server_dir / "server.log", workers=1) as uri:
         proc = run_cli(["tunelab-train", "-m", *JOBLIB, "seed=0,1", *FAST,
                         f"tracking.uri={uri}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -231,13 +208,6 @@ def test_parallel_sweep_against_a_real_mlflow_server(tmp_path):
         assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
         assert list((server_dir / "artifacts").rglob("config.yaml")), "the server stores artifacts"
         assert not (tmp_path / "mlruns" / "mlflow.db").exists(), "nothing went to the local store"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:     # a busy machine: stop it the hard way
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def test_runs_logging_the_same_new_dataset_at_once_all_record_it(tmp_path):

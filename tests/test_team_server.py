@@ -9,19 +9,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli, train_runs
+from tests.conftest import free_port, mlflow_server, run_cli, train_runs
 from tests.test_reliability import RESUMABLE, start, wait_for_checkpoint
-from tests.test_sweeps import FAST, JOBLIB, assert_complete, free_port
+from tests.test_sweeps import FAST, JOBLIB, assert_complete
 
 PASSWORD = "tunelab-test"
 
@@ -68,33 +66,12 @@ def postgres() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """`mlflow server` over that database, serving artifacts from a folder; yields its URI."""
-    port, artifacts = free_port(), tmp_path_factory.mktemp("artifacts")
-    log = (artifacts.parent / "mlflow-server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", postgres,
-         "--serve-artifacts", "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, \
-                    (artifacts.parent / "mlflow-server.log").read_text()[-3000:]
-                time.sleep(1)
+    """`mlflow server` over that database, as the README starts it; yields its URI and the
+    folder it stores artifacts in."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    with mlflow_server(postgres, artifacts, artifacts.parent / "mlflow-server.log",
+                       workers=2) as uri:
         yield uri, artifacts
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:     # a busy machine: stop it the hard way
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_parallel_sweep_on_postgres_loses_no_run_metric_or_artifact(server, tmp_path):
