@@ -36,7 +36,7 @@ def test_generated_intents_are_many_and_balanced():
 
 
 def test_tiny_bert_fits_intent(tiny_cfg, client):
-    result = train(tiny_cfg("task=intent", "adapter=full", "trainer.max_steps=120"))
+    result = train(tiny_cfg("task=intent", "adapter=full", "trainer.max_steps=200"))
     [run] = train_runs(client)
     metrics = run.data.metrics
     assert run.data.params["task.name"] == "intent" and run.data.params["task.num_classes"] == "15"

@@ -124,8 +124,10 @@ class StepSeed(Callback):
 
 
 def batch_seed(seed: int, epoch: int, batch_idx: int, rank: int = 0) -> int:
-    """A 63-bit seed stable across processes (Python's own str hash is salted per process)."""
-    digest = hashlib.sha256(f"{seed}/{epoch}/{batch_idx}/{rank}".encode()).digest()
+    """A 63-bit seed stable across processes (Python's own str hash is salted per process).
+    Rank 0 keeps the single-process seed, so one device draws what it always drew."""
+    key = f"{seed}/{epoch}/{batch_idx}" + (f"/{rank}" if rank else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
