@@ -128,3 +128,25 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int) ->
         except subprocess.TimeoutExpired:     # a busy machine: stop it the hard way
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def kill_once_a_run_finishes(args: list[str], cwd: Path, log: Path, limit: float = 400) -> None:
+    """Start a tunelab console script from `cwd` as a user would and SIGKILL its whole process
+    group as soon as the store under `cwd` holds a FINISHED training run (or after `limit` s)."""
+    exe = Path(sys.executable).parent / args[0]
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(exe), *args[1:]], cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+    deadline = time.time() + limit
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            try:
+                if any(r.info.status == "FINISHED" for r in train_runs(client)):
+                    break
+            except Exception:               # the job is still creating the store
+                continue
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

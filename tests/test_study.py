@@ -4,11 +4,6 @@ refused before any job runs."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -17,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from mlflow import MlflowClient
 
-from tests.conftest import CONF, TINY, run_cli, train_runs
+from tests.conftest import CONF, TINY, kill_once_a_run_finishes, run_cli, train_runs
 from tunelab.config import ConfigError
 from tunelab.sweeps.study import Study, make_arm
 
@@ -82,22 +77,8 @@ def test_killed_study_resumes_without_retraining_a_finished_trial(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"        # a given Optuna database
     args = [*STUDY, "hydra.sweeper.trials_per_arm=2", "hydra.sweeper.seeds=1",
             f"hydra.sweeper.storage={storage}", *FAST]
-    exe = Path(sys.executable).parent / args[0]
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen([str(exe), *args[1:]], cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    client, deadline = store(tmp_path), time.time() + 400
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            time.sleep(1)
-            try:
-                if any(r.info.status == "FINISHED" for r in train_runs(client)):
-                    break
-            except Exception:               # the study is still creating the store
-                continue
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_a_run_finishes(args, tmp_path, tmp_path / "first.log")
+    client = store(tmp_path)
     before = {r.info.run_id: r for r in train_runs(client)}
     finished = {i for i, r in before.items() if r.info.status == "FINISHED"}
     assert 1 <= len(finished) < 6, (tmp_path / "first.log").read_text()[-3000:]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import threading
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from tests.conftest import CONF, TINY, mlflow_server, run_cli, train_runs
+from tests.conftest import CONF, TINY, kill_once_a_run_finishes, mlflow_server, run_cli, train_runs
 from tunelab.config import check_config
 from tunelab.tracking.store import client_for
 
@@ -81,22 +79,8 @@ def test_killed_preset_sweep_reruns_only_what_is_missing(tmp_path):
     """experiment=peft-vs-full on tiny-bert, one seed: SIGKILL the sweep once its first job has
     finished, run the same command again, and only the missing configs train."""
     args = ["tunelab-train", "-m", "experiment=peft-vs-full", "seed=0", *FAST]
-    exe = Path(sys.executable).parent / args[0]
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen([str(exe), *args[1:]], cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    client, deadline = store(tmp_path), time.time() + 400
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            time.sleep(1)
-            try:
-                if any(r.info.status == "FINISHED" for r in train_runs(client)):
-                    break
-            except Exception:               # the sweep is still creating the store
-                continue
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_a_run_finishes(args, tmp_path, tmp_path / "first.log")
+    client = store(tmp_path)
     before = {r.info.run_id: r for r in train_runs(client)}
     finished = {i for i, r in before.items() if r.info.status == "FINISHED"}
     assert 1 <= len(finished) < 3, (tmp_path / "first.log").read_text()[-3000:]
