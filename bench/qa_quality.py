@@ -1,0 +1,212 @@
+"""Extractive QA quality at equal hyperparameters: tunelab (`task=qa adapter=full`, MiniLM) vs a
+plain PyTorch + transformers loop, on the SQuAD articles in ../shared/data/squad_v1.1_part.
+
+The split is the folder README's: the first `--train-questions` questions of articles 0-29 train,
+articles 30-39 (their first `--eval-questions`) score, so no context is seen in training. Both
+sides get the same model, steps, batch, rate, warm-up and clipping; the plain loop truncates each
+question + context to `--plain-max-length` tokens (no windows) and answers with the best span of
+at most 30 tokens. Both are scored by torchmetrics' SQuAD EM/F1 (in %). Figures are appended to
+bench/RESULTS.md.
+
+    OMP_NUM_THREADS=1 taskset -c 1 python bench/qa_quality.py --steps 200 \
+        --tunelab "" --tunelab "data.max_length=256"
+
+Each `--tunelab` value is one tunelab run: extra overrides (space-separated) on top of the shared
+ones; "" is tunelab's defaults.
+"""
+
+from __future__ import annotations
+
+import _common  # noqa: F401  (records the process start first)
+import argparse
+import json
+import shlex
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from _common import append_results, minilm_folder, seed_all, tunelab_metrics
+
+SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad_v1.1_part"
+MAX_ANSWER_TOKENS = 30
+
+
+def split_files(work: Path, train_questions: int, eval_questions: int) -> dict[str, Path]:
+    """The README's split as two nested SQuAD JSON files (tunelab reads them as they are)."""
+    articles = json.loads((SQUAD / "articles_00-39.json").read_text())["data"]
+    files = {}
+    for split, part, limit in (("train", articles[:30], train_questions),
+                               ("validation", articles[30:], eval_questions)):
+        kept, left = [], limit or None
+        for article in part:
+            paragraphs = []
+            for paragraph in article["paragraphs"]:
+                qas = paragraph["qas"][:left] if left is not None else paragraph["qas"]
+                if qas:
+                    paragraphs.append({**paragraph, "qas": qas})
+                if left is not None:
+                    left -= len(qas)
+            if paragraphs:
+                kept.append({**article, "paragraphs": paragraphs})
+        files[split] = work / f"{split}.json"
+        files[split].write_text(json.dumps({"version": "1.1", "data": kept}))
+    return files
+
+
+def squad_rows(path: Path) -> list[dict]:
+    rows = []
+    for article in json.loads(path.read_text())["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                rows.append({"id": qa["id"], "question": qa["question"].strip(),
+                             "context": paragraph["context"],
+                             "texts": [a["text"] for a in qa["answers"]],
+                             "start": qa["answers"][0]["answer_start"]})
+    return rows
+
+
+def encode(tok, rows: list[dict], max_length: int) -> dict:
+    """Question + context truncated to max_length; labels are the first answer's tokens, or CLS
+    when truncation cut it off."""
+    enc = tok([r["question"] for r in rows], [r["context"] for r in rows],
+              truncation="only_second", max_length=max_length, return_offsets_mapping=True)
+    starts, ends = [], []
+    for i, row in enumerate(rows):
+        first, last = row["start"], row["start"] + len(row["texts"][0])
+        ctx = [k for k, s in enumerate(enc.sequence_ids(i)) if s == 1]
+        offs = enc["offset_mapping"][i]
+        if offs[ctx[-1]][1] < last:
+            starts.append(0)
+            ends.append(0)
+            continue
+        starts.append(next(k for k in ctx if offs[k][1] > first))
+        ends.append(next(k for k in reversed(ctx) if offs[k][0] < last))
+    enc["start_positions"], enc["end_positions"] = starts, ends
+    return enc
+
+
+def plain_loop(files: dict[str, Path], args) -> dict[str, float]:
+    """What a user writes by hand: AdamW + linear warm-up/decay, clip 1.0, shuffled batches."""
+    from torch.utils.data import DataLoader
+    from torchmetrics.functional.text import squad
+    from transformers import (AutoModelForQuestionAnswering, AutoTokenizer,
+                              DataCollatorWithPadding, get_linear_schedule_with_warmup)
+
+    seed_all(args.seed)
+    folder = minilm_folder()
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    train_rows, eval_rows = squad_rows(files["train"]), squad_rows(files["validation"])
+    train = encode(tok, train_rows, args.plain_max_length)
+    features = [{k: train[k][i] for k in ("input_ids", "token_type_ids", "attention_mask",
+                                           "start_positions", "end_positions")}
+                for i in range(len(train_rows))]
+    pad = DataCollatorWithPadding(tok)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n.lower()]
+    rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n.lower()]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                               {"params": rest, "weight_decay": 0.0}], lr=args.lr)
+    sched = get_linear_schedule_with_warmup(optim, int(0.06 * args.steps), args.steps)
+    loader = DataLoader(features, batch_size=args.batch, shuffle=True, collate_fn=pad,
+                        generator=torch.Generator().manual_seed(args.seed))
+    model.train()
+    step, t0 = 0, time.perf_counter()
+    while step < args.steps:
+        for batch in loader:
+            model(**batch).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            optim.zero_grad()
+            step += 1
+            if step == args.steps:
+                break
+    seconds = time.perf_counter() - t0
+    model.eval()
+    enc = encode(tok, eval_rows, args.plain_max_length)
+    preds = []
+    with torch.no_grad():
+        for lo in range(0, len(eval_rows), 64):
+            idx = range(lo, min(lo + 64, len(eval_rows)))
+            batch = pad([{k: enc[k][i] for k in ("input_ids", "token_type_ids",
+                                                  "attention_mask")} for i in idx])
+            out = model(**batch)
+            for j, i in enumerate(idx):
+                preds.append(best_text(out.start_logits[j], out.end_logits[j],
+                                       enc.sequence_ids(i), enc["offset_mapping"][i],
+                                       eval_rows[i]["context"]))
+    scores = squad([{"id": r["id"], "prediction_text": p} for r, p in zip(eval_rows, preds)],
+                   [{"id": r["id"], "answers": {"text": r["texts"],
+                                                "answer_start": [0] * len(r["texts"])}}
+                    for r in eval_rows])
+    return {"f1": float(scores["f1"]), "em": float(scores["exact_match"]),
+            "train_seconds": seconds}
+
+
+def best_text(start: torch.Tensor, end: torch.Tensor, sequence_ids: list, offsets: list,
+              context: str) -> str:
+    """The highest start+end span inside the context, at most MAX_ANSWER_TOKENS long."""
+    ctx = torch.tensor([s == 1 for s in sequence_ids])
+    n = len(sequence_ids)
+    scores = start[:n, None] + end[None, :n]
+    i = torch.arange(n)
+    ok = (i[None] >= i[:, None]) & (i[None] - i[:, None] < MAX_ANSWER_TOKENS)
+    ok &= ctx[:, None] & ctx[None, :]
+    flat = int(scores.masked_fill(~ok, float("-inf")).argmax())
+    return context[offsets[flat // n][0]:offsets[flat % n][1]]
+
+
+def tunelab_run(files: dict[str, Path], args, extra: str, work: Path) -> dict[str, float]:
+    overrides = ["model=minilm", "task=qa", "adapter=full", f"optim.lr={args.lr}",
+                 f"data.batch_size={args.batch}", f"trainer.max_steps={args.steps}",
+                 f"trainer.val_check_interval={args.steps}", "trainer.max_epochs=100",
+                 f"data.train_file={files['train']}", f"data.validation_file={files['validation']}",
+                 f"seed={args.seed}", *shlex.split(extra)]
+    t0 = time.perf_counter()
+    metrics = tunelab_metrics(overrides, work, "qa-quality")
+    return {"f1": 100 * metrics["val/f1"], "em": 100 * metrics["val/em"],
+            "train_seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-questions", type=int, default=2000)
+    p.add_argument("--eval-questions", type=int, default=0, help="0: every question")
+    p.add_argument("--plain-max-length", type=int, default=256)
+    p.add_argument("--tunelab", action="append", default=None,
+                   help='extra tunelab overrides, one run each ("" = defaults)')
+    p.add_argument("--skip-plain", action="store_true")
+    p.add_argument("--no-record", action="store_true", help="print, do not append to RESULTS.md")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="qa-quality-"))
+    files = split_files(work, args.train_questions, args.eval_questions)
+    rows = []
+    for extra in args.tunelab if args.tunelab is not None else [""]:
+        result = tunelab_run(files, args, extra, work)
+        rows.append((f"tunelab {extra or '(defaults)'}", result))
+        print(rows[-1], flush=True)
+    if not args.skip_plain:
+        rows.append((f"plain loop (truncate {args.plain_max_length}, no windows)",
+                     plain_loop(files, args)))
+        print(rows[-1], flush=True)
+    n_eval = len(squad_rows(files["validation"]))
+    table = "\n".join(f"| {name} | {r['f1']:.1f} | {r['em']:.1f} | {r['train_seconds']:.0f} |"
+                      for name, r in rows)
+    text = (
+        f"## Extractive QA quality, tunelab vs plain loop ({time.strftime('%Y-%m-%d')})\n\n"
+        f"MiniLM-L6 full fine-tune, SQuAD v1.1 part: {args.train_questions} train questions "
+        f"(articles 0-29), {n_eval} scored (articles 30-39); {args.steps} steps x {args.batch}, "
+        f"lr {args.lr}, warm-up 6%, clip 1.0, seed {args.seed}, 1 CPU thread.\n\n"
+        "| run | F1 | EM | seconds |\n| --- | --- | --- | --- |\n" + table + "\n")
+    print(text if args.no_record else append_results(text))
+
+
+if __name__ == "__main__":
+    main()
