@@ -36,7 +36,8 @@ BODY = {"tiny-bert": ["+model.config.initializer_range=0.2", "+model.config.hidd
         "tiny-llama": ["+model.config.initializer_range=0.2"]}
 # Rates for these random bodies on the toy task (the presets' rates are for pretrained ones).
 LR = {"full": 1e-2, "lora": 1e-2, "dora": 1e-2, "prefix": 1e-1, "prompt": 3e-2, "ia3": 1e-1,
-      "bitfit": 3e-2, "head": 1e-1}
+      "bitfit": 3e-2, "head": 1e-1, "rslora": 1e-2, "pissa": 1e-2, "loha": 1e-2, "oft": 1e-2,
+      "vera": 1e-1, "ln-tuning": 3e-2}
 # tiny-llama has no biases (bitfit is rejected there, see below); Qwen2-style attention biases qualify.
 EXTRA = {("tiny-llama", "bitfit"): ["+model.config.attention_bias=true"]}
 
@@ -156,7 +157,8 @@ def test_method_trains_only_its_parameters_and_reloads(method, model, toy_cfg, s
     torch.testing.assert_close(reloaded_logits, logits, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "ia3"])
+@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "rslora", "pissa", "loha", "oft", "vera",
+                                    "ln-tuning"])
 def test_merged_adapter_gives_the_same_logits(method, toy_cfg):
     cfg = check_config(toy_cfg(f"adapter={method}", *BODY["tiny-bert"]))
     net = adapters.apply_adapter(_fresh_model(cfg, ["animal", "colour"]), cfg.adapter, cfg.model,
@@ -169,7 +171,8 @@ def test_merged_adapter_gives_the_same_logits(method, toy_cfg):
     _, unmerged = _evaluate(net, batches)
     merged = adapters.merge(net)
     assert not isinstance(merged, PeftModel)
-    assert not any("lora_" in n or "ia3_" in n for n, _ in merged.named_parameters())
+    assert not any(tag in n for n, _ in merged.named_parameters()
+                   for tag in ("lora_", "ia3_", "hada_", "oft_", "vera_", "ln_tuning_"))
     _, merged_logits = _evaluate(merged, batches)
     torch.testing.assert_close(merged_logits, unmerged, rtol=1e-4, atol=1e-5)
 
@@ -240,6 +243,12 @@ def test_virtual_token_adapters_refuse_to_merge(toy_cfg):
     (["model=tiny-llama", "adapter=bitfit"], "adapter", "adapter=head"),
     (["adapter=prefix", "model.gradient_checkpointing=true"], "model.gradient_checkpointing",
      "adapter=lora"),
+    (["model=tiny-bert", "adapter=oft", "adapter.oft_block_size=48"], "adapter.oft_block_size",
+     "a divisor of the in_features"),
+    (["model=tiny-llama", "adapter=ln-tuning", "adapter.target_modules=[LayerNorm]"],
+     "adapter.target_modules", "input_layernorm"),
+    (["model=tiny-bert", "adapter=vera", "adapter.target_modules=[q_proj]"],
+     "adapter.target_modules", "attention.self.query"),
 ])
 def test_impossible_combinations_stop_before_weights_load(overrides, key, hint, toy_cfg, client,
                                                           monkeypatch):

@@ -17,12 +17,13 @@ from peft.utils import (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
                         TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
 
 from tunelab.adapters.compat import restore_past_key_values
+from tunelab.adapters.methods import BUILDERS, LORA_VARIANTS, check_oft_blocks, norm_modules
 from tunelab.adapters.selection import bias_parameters, select
 from tunelab.config import ConfigError
 
-PEFT_METHODS = ("lora", "dora", "prefix", "prompt", "ia3")
+PEFT_METHODS = (*LORA_VARIANTS, "prefix", "prompt", "ia3", *BUILDERS)
 SELECTIONS = ("bitfit", "head")
-TARGETED = ("lora", "dora", "ia3")
+TARGETED = (*LORA_VARIANTS, "ia3", *BUILDERS)
 
 
 def peft_task_type(task: DictConfig, family: str) -> TaskType | None:
@@ -35,9 +36,14 @@ def peft_task_type(task: DictConfig, family: str) -> TaskType | None:
     return None
 
 
-def target_modules(adapter: DictConfig, model_cfg: DictConfig) -> list[str] | None:
+def target_modules(adapter: DictConfig, model_cfg: DictConfig,
+                   net: torch.nn.Module | None = None) -> list[str] | None:
     """The adapter's own list, else the model preset's; None lets peft pick its per-architecture
-    default (a preset for a new architecture then needs no list)."""
+    default (a preset for a new architecture then needs no list). ln-tuning's default is the
+    normalization layers of `net` (peft's own default where there is no net)."""
+    if adapter.method == "ln-tuning":
+        return list(adapter.target_modules or (norm_modules(net) if net is not None else [])) \
+            or None
     preset = model_cfg.ia3_targets if adapter.method == "ia3" else model_cfg.lora_targets
     return list(adapter.target_modules or preset) or None
 
@@ -51,7 +57,8 @@ def feedforward_modules(adapter: DictConfig, model_cfg: DictConfig) -> list[str]
 QA_HEAD = "qa_outputs"
 
 
-def peft_config(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig) -> PeftConfig:
+def peft_config(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig,
+                net: torch.nn.Module | None = None) -> PeftConfig:
     task_type = peft_task_type(task, model_cfg.family)
     head = {}
     if task_type == TaskType.QUESTION_ANS and adapter.method in TARGETED:
@@ -60,10 +67,13 @@ def peft_config(adapter: DictConfig, model_cfg: DictConfig, task: DictConfig) ->
         # to which tokens are the question. The generic PeftModel passes every input through;
         # the head it would have added to modules_to_save is named here instead.
         task_type, head = None, {"modules_to_save": [QA_HEAD]}
-    if adapter.method in ("lora", "dora"):
+    if adapter.method in LORA_VARIANTS:
         return LoraConfig(task_type=task_type, r=adapter.r, lora_alpha=adapter.alpha,
-                          lora_dropout=adapter.dropout, use_dora=adapter.method == "dora",
+                          lora_dropout=adapter.dropout, **LORA_VARIANTS[adapter.method],
                           target_modules=target_modules(adapter, model_cfg), **head)
+    if adapter.method in BUILDERS:
+        return BUILDERS[adapter.method](adapter, target_modules(adapter, model_cfg, net),
+                                        task_type=task_type, **head)
     if adapter.method == "ia3":
         return IA3Config(task_type=task_type, target_modules=target_modules(adapter, model_cfg),
                          feedforward_modules=feedforward_modules(adapter, model_cfg), **head)
@@ -108,7 +118,12 @@ def check_fit(skeleton: torch.nn.Module, adapter: DictConfig, model_cfg: DictCon
                           "train the head alone: use adapter=head for that, or adapter=ia3/lora")
     if adapter.method not in TARGETED:
         return
-    targets = target_modules(adapter, model_cfg)
+    targets = target_modules(adapter, model_cfg, skeleton)
+    if adapter.method == "ln-tuning" and targets is None:
+        raise ConfigError("adapter", adapter.name,
+                          f"model={model_cfg.name} ({model_type}) has no normalization layers for "
+                          "ln-tuning to train: name some in adapter.target_modules, or use "
+                          "adapter=lora/ia3")
     defaults = (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING if adapter.method == "ia3"
                 else TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
     if targets is None and model_type not in defaults:
@@ -117,14 +132,22 @@ def check_fit(skeleton: torch.nn.Module, adapter: DictConfig, model_cfg: DictCon
                           f"linear modules of model={model_cfg.name}: {_linear_leaves(skeleton)}")
     missing = [t for t in targets or [] if not any(_matches(n, t) for n in names)]
     if missing:
+        kind, leaves = (("normalization layers", norm_modules(skeleton))
+                        if adapter.method == "ln-tuning" else
+                        ("linear modules", _linear_leaves(skeleton)))
         raise ConfigError("adapter.target_modules", missing,
-                          f"module names that exist in model={model_cfg.name}; its linear modules "
-                          f"are {_linear_leaves(skeleton)}")
+                          f"module names that exist in model={model_cfg.name}; its {kind} "
+                          f"are {leaves}")
     if adapter.method == "ia3":
         extra = sorted(set(feedforward_modules(adapter, model_cfg) or []) - set(targets or []))
         if extra:
             raise ConfigError("adapter.feedforward_modules", extra,
                               f"a subset of the IA3 target modules {targets}")
+    if adapter.method == "oft":
+        check_oft_blocks(adapter, {name: mod.in_features for name, mod in skeleton.named_modules()
+                                   if isinstance(mod, torch.nn.Linear)
+                                   and any(_matches(name, t) for t in targets or [])},
+                         model_cfg.name)
 
 
 def _linear_leaves(net: torch.nn.Module) -> list[str]:
@@ -142,7 +165,8 @@ def apply_adapter(net: torch.nn.Module, adapter: DictConfig, model_cfg: DictConf
     if adapter.method in SELECTIONS:
         return select(net, adapter.method)
     if adapter.method in PEFT_METHODS:
-        return restore_past_key_values(get_peft_model(net, peft_config(adapter, model_cfg, task)))
+        config = peft_config(adapter, model_cfg, task, net)
+        return restore_past_key_values(get_peft_model(net, config))
     raise NotImplementedError(f"adapter method {adapter.method}")
 
 

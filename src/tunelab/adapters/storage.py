@@ -21,7 +21,8 @@ from tunelab.adapters.compat import restore_past_key_values
 PEFT_FILE = "adapter_config.json"
 TENSORS_FILE = "trained_tensors.safetensors"
 TENSORS_INDEX = "trained_tensors.json"
-MERGEABLE = (PeftType.LORA, PeftType.IA3)
+MERGEABLE = (PeftType.LORA, PeftType.IA3, PeftType.LOHA, PeftType.OFT, PeftType.VERA,
+             PeftType.LN_TUNING)
 
 
 def _trained_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor] | None:
@@ -70,9 +71,10 @@ def load_weights(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
 
 
 def merge(net: torch.nn.Module) -> torch.nn.Module:
-    """Fold a LoRA, DoRA or IA3 adapter into the base weights (`merge_and_unload`): a plain
-    transformers model with the same outputs and no adapter overhead, for export. Models without an
-    adapter (full, bitfit, head) are already plain and come back unchanged."""
+    """Fold a weight adapter (LoRA and its variants, IA3, LoHa, OFT, VeRA, LN tuning) into the base
+    weights (`merge_and_unload`): a plain transformers model with the same outputs and no adapter
+    overhead, for export. Models without an adapter (full, bitfit, head) are already plain and come
+    back unchanged."""
     if not isinstance(net, PeftModel):
         return net
     kind = net.peft_config[net.active_adapter].peft_type

@@ -17,7 +17,10 @@ from tunelab.config.errors import ConfigError
 
 FAMILIES = ("encoder", "decoder", "rnn")
 TASK_KINDS = ("classification", "qa", "instruct", "lm")
-ADAPTER_METHODS = ("full", "lora", "dora", "prefix", "prompt", "ia3", "bitfit", "head")
+ADAPTER_METHODS = ("full", "lora", "dora", "prefix", "prompt", "ia3", "bitfit", "head", "rslora",
+                   "pissa", "loha", "oft", "vera", "ln-tuning")
+# Methods that read LoraAdapter's keys (peft LoraConfig with use_dora / use_rslora / pissa init).
+LORA_FAMILY = ("lora", "dora", "rslora", "pissa")
 # The heads each model family answers each task kind with; a family missing from a kind cannot
 # serve it. The first head is the family's native one, which `task.head: null` resolves to.
 # classifier: a linear head on the pooled output (encoders, rnn) or the last token (decoders);
@@ -98,6 +101,40 @@ class Ia3Adapter(FullAdapter):
     feedforward_modules: list[str] | None = None
 
 
+@dataclass
+class LohaAdapter(FullAdapter):
+    """peft LoHaConfig: the update is the Hadamard product of two rank-r products."""
+    r: int = 8                          # rank of each of the two factors
+    alpha: float = 8                    # scale alpha/r (peft's name and default)
+    rank_dropout: float = 0.0           # drops rank components of the update while training
+    module_dropout: float = 0.0         # drops the whole update of a module while training
+    target_modules: list[str] | None = None   # null: the model preset's lora_targets
+
+
+@dataclass
+class OftAdapter(FullAdapter):
+    """peft OFTConfig: a learned block-diagonal orthogonal rotation of each target's input."""
+    oft_block_size: int = 32            # block size; must divide every target's in_features
+    module_dropout: float = 0.0         # drops whole blocks of the rotation while training
+    target_modules: list[str] | None = None   # null: the model preset's lora_targets
+
+
+@dataclass
+class VeraAdapter(FullAdapter):
+    """peft VeraConfig: frozen random projections shared by all layers, trained scaling vectors."""
+    r: int = 256                        # rank of the shared random projections
+    d_initial: float = 0.1              # initial value of the trained d vector
+    vera_dropout: float = 0.0           # dropout on the adapter input
+    projection_prng_key: int = 0        # seed of the shared projections (rebuilt on reload)
+    target_modules: list[str] | None = None   # null: the model preset's lora_targets
+
+
+@dataclass
+class LnTuningAdapter(FullAdapter):
+    """peft LNTuningConfig: only (a trained copy of) the normalization layers train."""
+    target_modules: list[str] | None = None   # null: every normalization layer of the body
+
+
 ADAPTER_SCHEMAS: dict[str, type] = {
     "full": FullAdapter,
     "bitfit": FullAdapter,
@@ -107,6 +144,12 @@ ADAPTER_SCHEMAS: dict[str, type] = {
     "prefix": VirtualTokenAdapter,
     "prompt": VirtualTokenAdapter,
     "ia3": Ia3Adapter,
+    "rslora": LoraAdapter,
+    "pissa": LoraAdapter,
+    "loha": LohaAdapter,
+    "oft": OftAdapter,
+    "vera": VeraAdapter,
+    "ln-tuning": LnTuningAdapter,
 }
 
 
@@ -379,10 +422,16 @@ def _check_values(cfg: DictConfig) -> None:
                  "search or confirm")
     _require(cfg.tracking.on_finished in ("skip", "rerun"), "tracking.on_finished",
              cfg.tracking.on_finished, "skip or rerun")
-    if adapter.method in ("lora", "dora"):
+    if adapter.method in (*LORA_FAMILY, "loha", "vera"):
         _require(adapter.r > 0, "adapter.r", adapter.r, "an integer > 0")
+    if adapter.method in (*LORA_FAMILY, "loha"):
         _require(adapter.alpha > 0, "adapter.alpha", adapter.alpha, "> 0")
-        _require(0 <= adapter.dropout < 1, "adapter.dropout", adapter.dropout, "in [0, 1)")
+    for key in ("dropout", "rank_dropout", "module_dropout", "vera_dropout"):
+        if key in adapter:
+            _require(0 <= adapter[key] < 1, f"adapter.{key}", adapter[key], "in [0, 1)")
+    if adapter.method == "oft":
+        _require(adapter.oft_block_size > 0, "adapter.oft_block_size", adapter.oft_block_size,
+                 "an integer > 0 dividing every target module's in_features")
     if adapter.method in ("prefix", "prompt"):
         _require(adapter.num_virtual_tokens > 0, "adapter.num_virtual_tokens",
                  adapter.num_virtual_tokens, "an integer > 0")
