@@ -91,8 +91,12 @@ def plain_loop(files: dict[str, Path], args) -> dict[str, float]:
     """What a user writes by hand: AdamW + linear warm-up/decay, clip 1.0, shuffled batches."""
     from torch.utils.data import DataLoader
     from torchmetrics.functional.text import squad
-    from transformers import (AutoModelForQuestionAnswering, AutoTokenizer,
-                              DataCollatorWithPadding, get_linear_schedule_with_warmup)
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        get_linear_schedule_with_warmup,
+    )
 
     seed_all(args.seed)
     folder = minilm_folder()
