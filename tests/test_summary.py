@@ -98,7 +98,7 @@ def test_sweep_ends_with_its_ranked_jobs_failures_and_compare_command(tmp_path):
     """Two jobs train, the bias-free model's bitfit job is a config error: the sweep's summary
     ranks the runs, names the failure, and the command exits 2 with one line for it."""
     proc = run_cli(["tunelab-train", "-m", *FAST, "model=tiny-bert,tiny-llama",
-                    "adapter=bitfit,lora"], cwd=tmp_path)
+                    "adapter=bitfit,lora"], cwd=tmp_path, env={"HYDRA_FULL_ERROR": "0"})
     out = proc.stdout
     assert proc.returncode == 2, proc.stderr[-3000:]
     uri, client = store(tmp_path)
