@@ -237,9 +237,19 @@ class TrackedRun:
             raise exc
         return False
 
+    def _stop_system_metrics(self) -> None:
+        """Stop MLflow's sampler and publish the samples of its last, unfinished interval, which
+        it drops: a run shorter than one interval would otherwise record no system metric."""
+        monitor = self.system_metrics
+        monitor.finish()
+        last = monitor.aggregate_metrics()
+        if last:
+            monitor.publish_metrics(last)
+            monitor.mlflow_logger.flush()
+
     def _close(self, exc_type, exc, tb) -> None:
         if self.system_metrics is not None:
-            self.system_metrics.finish()
+            self._stop_system_metrics()
         if self._logger is not None:
             self._logger.flush()
         if exc is None:
