@@ -85,27 +85,36 @@ def seed_all(seed: int) -> None:
 
 
 class StepTimer:
-    """Counts samples/tokens of steps after the warm-up; remembers when the first step ended."""
+    """The one clock every way is timed by (tunelab too, through bench/_tunelab_timed.py): wall
+    time from the end of step WARMUP to the end of the last step, with whatever a loop does
+    between steps, as a user waits for it. Counts samples, real (attention-mask) tokens and padded
+    tokens (the work a step does: with dynamic padding each way draws other batches, so padded
+    tokens/s compares the loops at equal work); remembers when the first step ended."""
 
     def __init__(self) -> None:
-        self.steps = self.samples = self.tokens = 0
+        self.steps = self.samples = self.tokens = self.padded = 0
         self.first_step_at: float | None = None
         self.t0: float | None = None
+        self.t_last: float | None = None
 
-    def step(self, batch_size: int, tokens: int) -> None:
+    def step(self, batch) -> None:
+        """Called at the end of each optimizer step with the step's batch."""
         self.steps += 1
+        self.t_last = time.perf_counter()
         if self.steps == 1:
             self.first_step_at = time.time()
         if self.steps == WARMUP:
-            self.t0 = time.perf_counter()
+            self.t0 = self.t_last
         elif self.steps > WARMUP:
-            self.samples += batch_size
-            self.tokens += tokens
+            self.samples += batch["input_ids"].shape[0]
+            self.tokens += int(batch["attention_mask"].sum())
+            self.padded += batch["input_ids"].numel()
 
     def result(self) -> dict:
-        elapsed = time.perf_counter() - self.t0
+        elapsed = self.t_last - self.t0
         return {"train_samples_per_sec": self.samples / elapsed,
                 "train_tokens_per_sec": self.tokens / elapsed,
+                "train_padded_tokens_per_sec": self.padded / elapsed,
                 "startup_seconds": self.first_step_at - PROCESS_START}
 
 
@@ -183,10 +192,11 @@ def prepare():
 
 
 def tunelab_metrics(overrides: list[str], work: Path, experiment: str,
-                    script: list[str] | None = None,
-                    env: dict[str, str] | None = None) -> dict[str, float]:
+                    script: list[str] | None = None, env: dict[str, str] | None = None,
+                    stdout: dict[str, str] | None = None) -> dict[str, float]:
     """Run `tunelab-train` (or `script`, a command that takes the same overrides) in `work` and
-    return the metrics of the run it recorded last in experiment `experiment`."""
+    return the metrics of the run it recorded last in experiment `experiment` (and its standard
+    output in `stdout["stdout"]`, when given)."""
     import subprocess
 
     from mlflow import MlflowClient
@@ -197,6 +207,8 @@ def tunelab_metrics(overrides: list[str], work: Path, experiment: str,
                           cwd=work, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    if stdout is not None:
+        stdout["stdout"] = proc.stdout
     client = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],

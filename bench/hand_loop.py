@@ -31,7 +31,7 @@ def main() -> None:
             optim.step()
             sched.step()
             optim.zero_grad()
-            timer.step(batch["input_ids"].shape[0], int(batch["attention_mask"].sum()))
+            timer.step(batch)
             if timer.steps == args.steps:
                 break
     result = timer.result()

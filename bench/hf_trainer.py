@@ -12,23 +12,26 @@ from _common import StepTimer, collator, prepare, report
 
 
 class Timing(TrainerCallback):
-    def __init__(self, timer: StepTimer, batch: int, tokens_per_step: list[int]):
-        self.timer, self.batch, self.tokens = timer, batch, tokens_per_step
+    """Ends a step on the timer with the batch the collator built for it: first built, first
+    stepped on, however far ahead accelerate's loader collates (dataloader_num_workers=0)."""
+
+    def __init__(self, timer: StepTimer, batches: list[dict]):
+        self.timer, self.batches = timer, batches
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.timer.step(self.batch, self.tokens.pop(0) if self.tokens else 0)
+        self.timer.step(self.batches.pop(0))
 
 
 def main() -> None:
     args, tok, data, model = prepare()
     timer = StepTimer()
-    # Tokens per step (real ones, as the other ways count) from the batches the collator builds.
+    # The batches the collator builds, for the timer to count (as the other ways count theirs).
     collate = collator(tok, args)
-    tokens: list[int] = []
+    batches: list[dict] = []
 
     def counting_collate(features):
         batch = collate(features)
-        tokens.append(int(batch["attention_mask"].sum()))
+        batches.append({k: batch[k] for k in ("input_ids", "attention_mask")})
         return batch
 
     with tempfile.TemporaryDirectory() as out:
@@ -40,7 +43,7 @@ def main() -> None:
             logging_steps=10, save_strategy="no", report_to=[], use_cpu=True,
             dataloader_num_workers=0, disable_tqdm=True)
         trainer = Trainer(model=model, args=targs, train_dataset=data["train"],
-                          data_collator=counting_collate, callbacks=[Timing(timer, args.batch, tokens)])
+                          data_collator=counting_collate, callbacks=[Timing(timer, batches)])
         trainer.train()
         result = timer.result()
         start = time.perf_counter()

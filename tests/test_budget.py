@@ -3,6 +3,8 @@ its final weights, and records what it used (budget/*)."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tests.conftest import train_runs
@@ -83,3 +85,31 @@ def test_a_resumed_run_spends_only_what_is_left_of_its_budget(tiny_cfg, client, 
     metrics, run = used(client)
     assert run.data.tags.get("tunelab.resumed") == "true"
     assert (metrics["budget/steps_used"], metrics["budget/tokens_used"]) == (7, 7 * PER_STEP)
+
+
+def test_a_run_without_a_budget_makes_no_collective_call_per_step(tiny_cfg, client, monkeypatch,
+                                                                  one_thread):
+    """No limit needs a shared stop decision during training, so the meter reduces nothing per
+    step; the count it records is still every step's tokens. With a limit every step decides
+    (and on one device the count is summed without a reduce: there is nothing to sum over)."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    calls: list[str] = []
+    for name in ("reduce", "reduce_boolean_decision"):
+        original = getattr(SingleDeviceStrategy, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            if sys._getframe(1).f_globals.get("__name__") == "tunelab.budget.meter":
+                calls.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(SingleDeviceStrategy, name, counted)
+
+    train(tiny_cfg(*SHORT, "trainer.max_steps=5"))
+    metrics, run = used(client)
+    assert calls == [] and metrics["budget/tokens_used"] == 5 * PER_STEP
+
+    client.delete_run(run.info.run_id)
+    train(tiny_cfg(*SHORT, "trainer.max_steps=5", f"budget.tokens={100 * PER_STEP}"))
+    metrics, _ = used(client)
+    assert calls == ["reduce_boolean_decision"] * 5
+    assert metrics["budget/tokens_used"] == 5 * PER_STEP

@@ -40,7 +40,8 @@ def test_identical_jobs_of_one_multirun_record_the_same_peak_memory(tmp_path, cl
 
 
 def test_throughput_counts_training_steps_not_validation(tiny_cfg, client, one_thread):
-    """Validating 960 rows every 2 steps takes most of the fit; samples/s must not see it. Each
+    """Validating 960 rows every 2 steps takes most of the fit; samples/s (the wall clock between
+    step ends, less validation) must not see it. Each
     config runs twice, interleaved, and the faster of each is compared: on a shared machine one
     run can be several times slower than the same run a minute later."""
     small = ["trainer.max_steps=16", "data.synthetic.eval_size=960", "trainer.log_every_n_steps=50",
@@ -53,10 +54,12 @@ def test_throughput_counts_training_steps_not_validation(tiny_cfg, client, one_t
         runs[run.info.run_name].append(run.data.metrics)
     measured = (16 - 3) * 32       # samples after the 3 warm-up batches
     for validating in runs["validating"]:
-        assert validating["time/train_step_seconds"] < 0.5 * validating["time/fit_seconds"], \
+        assert validating["time/train_wall_seconds"] < 0.5 * validating["time/fit_seconds"], \
             "the validation-heavy run spent most of its fit validating"
-        assert validating["perf/train_samples_per_sec"] * validating["time/train_step_seconds"] \
+        assert validating["perf/train_samples_per_sec"] * validating["time/train_wall_seconds"] \
             == pytest.approx(measured)
+        # the wall clock holds the steps and what the loop does between them
+        assert validating["time/train_step_seconds"] <= validating["time/train_wall_seconds"]
     best = {name: max(m["perf/train_samples_per_sec"] for m in found)
             for name, found in runs.items()}
     ratio = best["validating"] / best["plain"]

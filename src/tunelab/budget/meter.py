@@ -48,7 +48,12 @@ class BudgetMeter(L.Callback):
     spends what is left of its budget, not a new one.
 
     Seconds are the time inside training steps (forward, backward, optimizer), so start-up, data
-    loading, validation and checkpoint writes never eat into the budget."""
+    loading, validation and checkpoint writes never eat into the budget.
+
+    Collectives only where a limit needs them: the token count is summed over ranks each step
+    when a token or FLOP limit is set, the stop decision is shared when any limit is; otherwise
+    the count is summed once, when it is read (at fit end and into a checkpoint, which every rank
+    writes together), so a run without a budget pays nothing per step."""
 
     def __init__(self, adapter_method: str, tokens: int | None = None,
                  seconds: float | None = None, flops: float | None = None) -> None:
@@ -60,6 +65,7 @@ class BudgetMeter(L.Callback):
         self._pending_tokens = 0
         self._t_batch = 0.0
         self._last_step = -1
+        self._strategy = None
 
     @property
     def flops_used(self) -> float:
@@ -75,9 +81,26 @@ class BudgetMeter(L.Callback):
         return [key for key, limit in self.limits.items()
                 if limit is not None and now[key] >= limit]
 
+    @property
+    def counts_each_step(self) -> bool:
+        """A token or FLOP limit is checked against the global count at every optimizer step."""
+        return self.limits["tokens"] is not None or self.limits["flops"] is not None
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.per_token = train_flops_per_token(pl_module, self.adapter_method)
         self._last_step = trainer.global_step
+        self._strategy = trainer.strategy
+
+    def _sum_pending(self) -> None:
+        """Add the tokens counted since the last sum, over every rank (one all-reduce; none on a
+        single device, whose strategy reduces nothing)."""
+        if self._strategy is None or self._strategy.world_size == 1:
+            self.tokens_used += self._pending_tokens
+        else:
+            pending = torch.tensor(float(self._pending_tokens),
+                                   device=self._strategy.root_device)
+            self.tokens_used += int(self._strategy.reduce(pending, reduce_op="sum").item())
+        self._pending_tokens = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._t_batch = time.perf_counter()
@@ -88,18 +111,20 @@ class BudgetMeter(L.Callback):
         if trainer.global_step == self._last_step:      # mid gradient accumulation
             return
         self._last_step = trainer.global_step
-        pending = torch.tensor(float(self._pending_tokens), device=pl_module.device)
-        self.tokens_used += int(trainer.strategy.reduce(pending, reduce_op="sum").item())
-        self._pending_tokens = 0
+        if self.counts_each_step:
+            self._sum_pending()
         # every rank stops at the same step: one rank's clock may pass the limit first
-        if trainer.strategy.reduce_boolean_decision(bool(self.reached()), all=False):
+        if any(limit is not None for limit in self.limits.values()) and \
+                trainer.strategy.reduce_boolean_decision(bool(self.reached()), all=False):
             trainer.should_stop = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sum_pending()
         if trainer.logger is not None:
             trainer.logger.log_metrics(self.used(trainer.global_step), step=trainer.global_step)
 
     def state_dict(self) -> dict[str, float]:
+        self._sum_pending()
         return {"tokens_used": self.tokens_used, "seconds_used": self.seconds_used}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
