@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import train_runs
 from tunelab import adapters, data, models
+from tunelab.adapters import METHODS
+from tunelab.adapters.method import PeftMethod
 from tunelab.config import ConfigError, check_config
 from tunelab.deploy.classifier import load_trained_tokenizer
 from tunelab.train import train
@@ -38,8 +40,12 @@ BODY = {"tiny-bert": ["+model.config.initializer_range=0.2", "+model.config.hidd
 LR = {"full": 1e-2, "lora": 1e-2, "dora": 1e-2, "prefix": 1e-1, "prompt": 3e-2, "ia3": 1e-1,
       "bitfit": 3e-2, "head": 1e-1, "rslora": 1e-2, "pissa": 1e-2, "loha": 1e-2, "oft": 1e-2,
       "vera": 1e-1, "ln-tuning": 3e-2}
+assert set(LR) == set(METHODS), "every registered method trains on both models here"
 # tiny-llama has no biases (bitfit is rejected there, see below); Qwen2-style attention biases qualify.
 EXTRA = {("tiny-llama", "bitfit"): ["+model.config.attention_bias=true"]}
+# Each peft method's merge rule (its module's `merges`), as export applies it through adapters.merge.
+MERGING = [m for m, cls in METHODS.items() if issubclass(cls, PeftMethod) and cls.merges]
+NOT_MERGING = [m for m, cls in METHODS.items() if not cls.merges]
 
 def _write_toy(folder: Path, rows: int, seed: int) -> Path:
     rng = random.Random(seed)
@@ -157,8 +163,7 @@ def test_method_trains_only_its_parameters_and_reloads(method, model, toy_cfg, s
     torch.testing.assert_close(reloaded_logits, logits, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "rslora", "pissa", "loha", "oft", "vera",
-                                    "ln-tuning"])
+@pytest.mark.parametrize("method", MERGING)
 def test_merged_adapter_gives_the_same_logits(method, toy_cfg):
     cfg = check_config(toy_cfg(f"adapter={method}", *BODY["tiny-bert"]))
     net = adapters.apply_adapter(_fresh_model(cfg, ["animal", "colour"]), cfg.adapter, cfg.model,
@@ -225,8 +230,9 @@ def test_prompt_tuned_decoder_classifier_reads_each_rows_own_last_token(toy_cfg,
                                  cfg.model, cfg.task) is None, "ids reach the model: pads found"
 
 
-def test_virtual_token_adapters_refuse_to_merge(toy_cfg):
-    cfg = check_config(toy_cfg("adapter=prefix"))
+@pytest.mark.parametrize("method", NOT_MERGING)
+def test_adapters_whose_method_does_not_merge_refuse_to(method, toy_cfg):
+    cfg = check_config(toy_cfg(f"adapter={method}"))
     net = adapters.apply_adapter(_fresh_model(cfg, ["animal", "colour"]), cfg.adapter, cfg.model,
                                  cfg.task)
     with pytest.raises(ValueError, match="cannot be merged"):

@@ -14,7 +14,6 @@ from tests.conftest import train_runs
 from tests.test_adapters import BODY, _evaluate, _val_batches, spy, toy_cfg  # noqa: F401
 from tunelab import adapters, models
 from tunelab.adapters import compat
-from tunelab.adapters.apply import peft_config
 from tunelab.config import check_config
 from tunelab.train import train
 
@@ -116,7 +115,7 @@ def test_the_shim_acts_exactly_where_peft_alone_fails(tiny_cfg, monkeypatch):
     cfg = check_config(tiny_cfg("adapter=lora"))
     tokenizer = models.load_tokenizer(cfg.model)
     lora = get_peft_model(models.load_model(cfg.model, cfg.task, ["a", "b"], tokenizer),
-                          peft_config(cfg.adapter, cfg.model, cfg.task))
+                          adapters.method_of(cfg.adapter).peft_config(None, cfg.model, cfg.task))
     assert compat.restore_past_key_values(lora) is lora and not _patched(lora)
 
     cfg = check_config(tiny_cfg("adapter=prefix"))

@@ -1,5 +1,5 @@
-"""BitFit and linear probing: methods that add no modules, only choose which existing parameters
-train. peft has no such selection (its BEFT adds new bias vectors instead), so it lives here."""
+"""Methods that add no modules, only choose which existing parameters train (full, head, bitfit).
+peft has no such selection (its BEFT adds new bias vectors instead), so it lives here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ HEAD_NAMES = ("classifier", "score", "qa_outputs", "lm_head")
 
 def head_parameters(net: torch.nn.Module) -> list[str]:
     """Parameter names of the task head, the layer every method must train. A language-model head
-    tied to the input embeddings is reported under the embedding's name, so it is found by identity."""
+    tied to the input embeddings is reported under the embedding's name, so it is found by
+    identity."""
     names = [name for name, _ in net.named_parameters() if name.split(".", 1)[0] in HEAD_NAMES]
     output = net.get_output_embeddings() if hasattr(net, "get_output_embeddings") else None
     if not names and output is not None:
@@ -22,18 +23,8 @@ def head_parameters(net: torch.nn.Module) -> list[str]:
     return names
 
 
-def bias_parameters(net: torch.nn.Module) -> list[str]:
-    """Every bias term of the body (BitFit: Ben Zaken et al., 2022), head excluded."""
-    head = set(head_parameters(net))
-    return [name for name, _ in net.named_parameters()
-            if name.rsplit(".", 1)[-1] == "bias" and name not in head]
-
-
-def select(net: torch.nn.Module, method: str) -> torch.nn.Module:
-    """Freeze everything, then unfreeze the method's selection: biases + head, or the head alone."""
-    chosen = set(head_parameters(net))
-    if method == "bitfit":
-        chosen |= set(bias_parameters(net))
+def train_only(net: torch.nn.Module, chosen: set[str]) -> torch.nn.Module:
+    """Freeze everything but the parameters named in `chosen`."""
     for name, param in net.named_parameters():
         param.requires_grad_(name in chosen)
     return net

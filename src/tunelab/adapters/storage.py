@@ -1,10 +1,11 @@
-"""Save, reload and merge trained weights, in the smallest form that reloads on the base:
+"""Save, reload and merge trained weights, in the smallest form that reloads on the base. The form
+follows from what the method's `apply` returned, so a method module declares none:
 
-- PEFT methods: peft's adapter folder (`adapter_config.json` + `adapter_model.safetensors`), which
+- a peft model: peft's adapter folder (`adapter_config.json` + `adapter_model.safetensors`), which
   `PeftModel.from_pretrained(base, folder)` loads; never a copy of the frozen base.
-- bitfit / head: only the trained tensors (`trained_tensors.safetensors`) plus `trained_tensors.json`
-  naming them; `load_weights` puts them onto the base rebuilt from the run's config.
-- full: the whole model via `save_pretrained`, which `from_pretrained` loads.
+- a selection (bitfit, head): only the trained tensors (`trained_tensors.safetensors`) plus
+  `trained_tensors.json` naming them; `load_weights` puts them onto the base rebuilt from the run's config.
+- everything trainable (full): the whole model via `save_pretrained`, which `from_pretrained` loads.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from peft import PeftModel, PeftType
 from safetensors.torch import load_file, save_file
 
 from tunelab.adapters.compat import restore_past_key_values
+from tunelab.adapters.method import PeftMethod
+from tunelab.adapters.methods import METHODS
 
 PEFT_FILE = "adapter_config.json"
 TENSORS_FILE = "trained_tensors.safetensors"
 TENSORS_INDEX = "trained_tensors.json"
-MERGEABLE = (PeftType.LORA, PeftType.IA3, PeftType.LOHA, PeftType.OFT, PeftType.VERA,
-             PeftType.LN_TUNING)
 
 
 def _trained_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor] | None:
@@ -70,15 +71,23 @@ def load_weights(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
     return base
 
 
+def mergeable(kind: PeftType) -> bool:
+    """The merge rule of the methods that save adapters of this peft type (each method's
+    `merges`): a saved folder records peft's type, not tunelab's method."""
+    rules = {m.merges for m in METHODS.values()
+             if issubclass(m, PeftMethod) and m.peft_type == kind}
+    return rules == {True}
+
+
 def merge(net: torch.nn.Module) -> torch.nn.Module:
-    """Fold a weight adapter (LoRA and its variants, IA3, LoHa, OFT, VeRA, LN tuning) into the base
-    weights (`merge_and_unload`): a plain transformers model with the same outputs and no adapter
-    overhead, for export. Models without an adapter (full, bitfit, head) are already plain and come
-    back unchanged."""
+    """Fold a weight adapter into the base weights (`merge_and_unload`): a plain transformers
+    model with the same outputs and no adapter overhead, for export. Models without an adapter
+    (full, bitfit, head) are already plain and come back unchanged."""
     if not isinstance(net, PeftModel):
         return net
     kind = net.peft_config[net.active_adapter].peft_type
-    if kind not in MERGEABLE:
-        raise ValueError(f"a {kind.value} adapter adds virtual tokens rather than weight deltas and "
-                         "cannot be merged; export it unmerged (PeftModel over the base)")
+    if not mergeable(kind):
+        raise ValueError(f"a {kind.value} adapter cannot be merged into the base weights (its "
+                         "method adds no weight deltas); export it unmerged (PeftModel over the "
+                         "base)")
     return net.merge_and_unload()

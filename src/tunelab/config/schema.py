@@ -8,6 +8,7 @@ the key, the value given and what is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,10 +18,6 @@ from tunelab.config.errors import ConfigError
 
 FAMILIES = ("encoder", "decoder", "rnn")
 TASK_KINDS = ("classification", "qa", "instruct", "lm")
-ADAPTER_METHODS = ("full", "lora", "dora", "prefix", "prompt", "ia3", "bitfit", "head", "rslora",
-                   "pissa", "loha", "oft", "vera", "ln-tuning")
-# Methods that read LoraAdapter's keys (peft LoraConfig with use_dora / use_rslora / pissa init).
-LORA_FAMILY = ("lora", "dora", "rslora", "pissa")
 # The heads each model family answers each task kind with; a family missing from a kind cannot
 # serve it. The first head is the family's native one, which `task.head: null` resolves to.
 # classifier: a linear head on the pooled output (encoders, rnn) or the last token (decoders);
@@ -71,86 +68,6 @@ class TaskConfig:
     doc_stride: int = 64
     max_new_tokens: int = 32
     generate_eval_samples: int = 32
-
-
-@dataclass
-class FullAdapter:
-    name: str
-    method: str
-    lr: float
-
-
-@dataclass
-class LoraAdapter(FullAdapter):
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.1
-    target_modules: list[str] | None = None
-
-
-@dataclass
-class VirtualTokenAdapter(FullAdapter):
-    num_virtual_tokens: int = 20
-    prefix_projection: bool = False
-    encoder_hidden_size: int | None = None
-
-
-@dataclass
-class Ia3Adapter(FullAdapter):
-    target_modules: list[str] | None = None
-    feedforward_modules: list[str] | None = None
-
-
-@dataclass
-class LohaAdapter(FullAdapter):
-    """peft LoHaConfig: the update is the Hadamard product of two rank-r products."""
-    r: int = 8                          # rank of each of the two factors
-    alpha: float = 8                    # scale alpha/r (peft's name and default)
-    rank_dropout: float = 0.0           # drops rank components of the update while training
-    module_dropout: float = 0.0         # drops the whole update of a module while training
-    target_modules: list[str] | None = None   # null: the model preset's lora_targets
-
-
-@dataclass
-class OftAdapter(FullAdapter):
-    """peft OFTConfig: a learned block-diagonal orthogonal rotation of each target's input."""
-    oft_block_size: int = 32            # block size; must divide every target's in_features
-    module_dropout: float = 0.0         # drops whole blocks of the rotation while training
-    target_modules: list[str] | None = None   # null: the model preset's lora_targets
-
-
-@dataclass
-class VeraAdapter(FullAdapter):
-    """peft VeraConfig: frozen random projections shared by all layers, trained scaling vectors."""
-    r: int = 256                        # rank of the shared random projections
-    d_initial: float = 0.1              # initial value of the trained d vector
-    vera_dropout: float = 0.0           # dropout on the adapter input
-    projection_prng_key: int = 0        # seed of the shared projections (rebuilt on reload)
-    target_modules: list[str] | None = None   # null: the model preset's lora_targets
-
-
-@dataclass
-class LnTuningAdapter(FullAdapter):
-    """peft LNTuningConfig: only (a trained copy of) the normalization layers train."""
-    target_modules: list[str] | None = None   # null: every normalization layer of the body
-
-
-ADAPTER_SCHEMAS: dict[str, type] = {
-    "full": FullAdapter,
-    "bitfit": FullAdapter,
-    "head": FullAdapter,
-    "lora": LoraAdapter,
-    "dora": LoraAdapter,
-    "prefix": VirtualTokenAdapter,
-    "prompt": VirtualTokenAdapter,
-    "ia3": Ia3Adapter,
-    "rslora": LoraAdapter,
-    "pissa": LoraAdapter,
-    "loha": LohaAdapter,
-    "oft": OftAdapter,
-    "vera": VeraAdapter,
-    "ln-tuning": LnTuningAdapter,
-}
 
 
 @dataclass
@@ -305,9 +222,10 @@ def check_config(cfg: DictConfig) -> DictConfig:
         schema = GROUP_SCHEMAS.get(group)
         if group == "adapter":
             method = plain["adapter"].get("method") if isinstance(plain["adapter"], dict) else None
-            if method not in ADAPTER_SCHEMAS:
-                raise ConfigError("adapter.method", method, f"one of {list(ADAPTER_METHODS)}")
-            schema = ADAPTER_SCHEMAS[method]
+            methods = _adapter_registry().METHODS
+            if method not in methods:
+                raise ConfigError("adapter.method", method, f"one of {list(methods)}")
+            schema = methods[method]     # the method's settings dataclass
         checked[group] = _bind(group, plain[group], schema)
     checked["budget"] = _bind("budget", plain.get("budget", {}), BudgetConfig)
     if "study" in plain:
@@ -316,6 +234,13 @@ def check_config(cfg: DictConfig) -> DictConfig:
     validated = OmegaConf.create(checked)
     _check_values(validated)
     return validated
+
+
+def _adapter_registry() -> ModuleType:
+    """adapters/methods: each method's settings are its schema. Imported on use because adapters/
+    imports config.errors, so a module-level import would close a cycle."""
+    from tunelab.adapters import methods
+    return methods
 
 
 def _resolve_head(task: dict, family: str) -> None:
@@ -368,7 +293,7 @@ def _check_values(cfg: DictConfig) -> None:
              model.pretrained, "a Hub id, local folder or pkg:// path (or model.config for random init)")
     _require(task.kind in TASK_KINDS, "task.kind", task.kind, f"one of {list(TASK_KINDS)}")
     _require(task.mode in ("min", "max"), "task.mode", task.mode, "min or max")
-    _require(adapter.lr > 0, "adapter.lr", adapter.lr, "a learning rate > 0")
+    _adapter_registry().method_of(adapter).check_values(model)
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a learning rate > 0")
     _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay, ">= 0")
     _require(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", cfg.optim.warmup_ratio, "in [0, 1)")
@@ -422,19 +347,6 @@ def _check_values(cfg: DictConfig) -> None:
                  "search or confirm")
     _require(cfg.tracking.on_finished in ("skip", "rerun"), "tracking.on_finished",
              cfg.tracking.on_finished, "skip or rerun")
-    if adapter.method in (*LORA_FAMILY, "loha", "vera"):
-        _require(adapter.r > 0, "adapter.r", adapter.r, "an integer > 0")
-    if adapter.method in (*LORA_FAMILY, "loha"):
-        _require(adapter.alpha > 0, "adapter.alpha", adapter.alpha, "> 0")
-    for key in ("dropout", "rank_dropout", "module_dropout", "vera_dropout"):
-        if key in adapter:
-            _require(0 <= adapter[key] < 1, f"adapter.{key}", adapter[key], "in [0, 1)")
-    if adapter.method == "oft":
-        _require(adapter.oft_block_size > 0, "adapter.oft_block_size", adapter.oft_block_size,
-                 "an integer > 0 dividing every target module's in_features")
-    if adapter.method in ("prefix", "prompt"):
-        _require(adapter.num_virtual_tokens > 0, "adapter.num_virtual_tokens",
-                 adapter.num_virtual_tokens, "an integer > 0")
     _check_combination(cfg)
 
 
@@ -471,7 +383,3 @@ def _check_combination(cfg: DictConfig) -> None:
              f"model={model.name} is trained from scratch; only adapter=full applies to it")
     _require(model.family != "rnn" or not model.gradient_checkpointing,
              "model.gradient_checkpointing", True, f"false for model={model.name} (an LSTM)")
-    _require(not (adapter.method == "prefix" and model.gradient_checkpointing),
-             "model.gradient_checkpointing", True,
-             "false with adapter=prefix (prefix key/values break checkpointed recomputation); "
-             "use adapter=lora or turn checkpointing off")
