@@ -70,7 +70,7 @@ def prepared_data(cfg: DictConfig, batch_size: int = 8):
 
     cfg = check_config(cfg)
     raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task)
+    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
     tokenizer = models.load_tokenizer(cfg.model)
     dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
                              batch_size=batch_size, num_workers=0,

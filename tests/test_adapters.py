@@ -95,7 +95,7 @@ def _val_batches(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     """The validation batches and label names, rebuilt from the config as the run built them."""
     cfg = check_config(cfg)
     raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task)
+    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
     dm = data.TuneDataModule(raw, task_data, _tokenizer(cfg),
                              max_length=cfg.data.max_length, batch_size=32, num_workers=0,
                              cache_dir=Path(cfg.paths.cache_dir))

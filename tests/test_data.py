@@ -63,7 +63,7 @@ def test_local_files_with_user_columns(suffix, tiny_cfg, tmp_path):
                                 f"data.validation_file={tmp_path / f'dev{suffix}'}",
                                 "data.text_column=sentence", "data.label_column=y"))
     raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-    task_data = task_data_for(raw, cfg.data, cfg.task)
+    task_data = task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
     assert len(raw.splits["train"]) == 40 and len(raw.splits["validation"]) == 20
     assert task_data.label_names == ["0", "1"]
     assert "test" not in raw.splits
@@ -80,7 +80,7 @@ def test_validation_is_held_out_of_train_when_not_given(tiny_cfg, tmp_path):
 def _bad(tiny_cfg, tmp_path, *overrides):
     cfg = check_config(tiny_cfg(*overrides))
     raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-    return task_data_for(raw, cfg.data, cfg.task)
+    return task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
 
 
 def test_bad_files_name_key_value_and_what_would_work(tiny_cfg, tmp_path):
@@ -114,7 +114,7 @@ def test_tokenization_is_cached_across_runs(tiny_cfg, tmp_path):
 
     def prepared():
         raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-        dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task), tokenizer,
+        dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task, cfg.model.family), tokenizer,
                             max_length=32, batch_size=8, num_workers=0, cache_dir=tmp_path / "cache")
         dm.prepare_data()
         return dm
@@ -141,7 +141,7 @@ def test_tokenization_cache_follows_the_rows_each_split_holds(tiny_cfg, tmp_path
     def sizes(*overrides):
         cfg = check_config(tiny_cfg(f"data.train_file={tmp_path / 'all.csv'}", *overrides))
         raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-        dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task), load_tokenizer(cfg.model),
+        dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task, cfg.model.family), load_tokenizer(cfg.model),
                             max_length=32, batch_size=8, num_workers=0,
                             cache_dir=tmp_path / "cache")
         dm.prepare_data()
@@ -159,7 +159,7 @@ def test_tokenization_cache_follows_the_rows_each_split_holds(tiny_cfg, tmp_path
 def _datamodule(cfg, tmp_path, **kwargs) -> TuneDataModule:
     cfg = check_config(cfg)
     raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-    dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task), load_tokenizer(cfg.model),
+    dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task, cfg.model.family), load_tokenizer(cfg.model),
                         max_length=cfg.data.max_length, batch_size=8, num_workers=0,
                         cache_dir=tmp_path / "cache", seed=cfg.seed, **kwargs)
     dm.setup()

@@ -70,7 +70,7 @@ def _trained_probs(cfg, run_id: str, uri: str, dst: Path) -> np.ndarray:
     weights = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights",
                                                        dst_path=str(dst), tracking_uri=uri))
     raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task)
+    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
     tokenizer = models.load_tokenizer(cfg.model)
     base = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed,
                              weights=None if adapters.is_adapter_folder(weights) else str(weights))

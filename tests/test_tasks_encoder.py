@@ -135,7 +135,7 @@ def test_qa_reads_squad_v11_json_files(tiny_cfg, client, tmp_path):
     assert {"val/em", "val/f1", "test/em", "test/f1"} <= set(run.data.metrics)
     question = synthetic.generate("qa", 1, seed=101)[0]["question"]
     raw = data.load_splits(check_config(cfg).data, cfg.task, tmp_path / "cache")
-    flat = data.task_data_for(raw, cfg.data, cfg.task).splits["validation"]
+    flat = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family).splits["validation"]
     assert len(flat) == 16 and flat[0]["question"] == question
 
 
@@ -181,7 +181,7 @@ def test_minilm_qa_beats_the_first_sentence_baseline(tiny_cfg, client, capsys):
     [run] = train_runs(client)
     checked = check_config(cfg)
     raw = data.load_splits(checked.data, checked.task, Path(checked.paths.cache_dir))
-    task_data = data.task_data_for(raw, checked.data, checked.task)
+    task_data = data.task_data_for(raw, checked.data, checked.task, checked.model.family)
     baseline = first_sentence_f1(task_data.references("validation"))
     metrics = run.data.metrics
     with capsys.disabled():

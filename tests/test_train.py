@@ -25,7 +25,7 @@ def _recompute_val(cfg, weights: Path):
     """Rebuild the trained model from its artifact alone and evaluate the validation split."""
     cfg = check_config(cfg)
     raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task)
+    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
     tokenizer = models.load_tokenizer(cfg.model)
     if adapters.is_adapter_folder(weights):
         base = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed)

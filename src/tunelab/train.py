@@ -47,7 +47,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
         print_tree(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
     raw = data.load_splits(cfg.data, cfg.task, cache_dir)
-    task_data = data.task_data_for(raw, cfg.data, cfg.task)
+    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
     init = run_weights(cfg.model.init_from, tracking_uri(cfg.tracking.uri, cfg.paths.mlruns_dir),
                        cache_dir) if cfg.model.init_from else None
     run = TrackedRun(cfg, list(overrides), raw.digest, sweep_id, run_kind=run_kind,

@@ -14,23 +14,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from tunelab import tasks
 from tunelab.config.errors import ConfigError
 
 FAMILIES = ("encoder", "decoder", "rnn")
-TASK_KINDS = ("classification", "qa", "instruct", "lm")
-# The heads each model family answers each task kind with; a family missing from a kind cannot
-# serve it. The first head is the family's native one, which `task.head: null` resolves to.
-# classifier: a linear head on the pooled output (encoders, rnn) or the last token (decoders);
-# span: start/end logits over the context (extractive qa); generate: the decoder writes the answer
-# (the label's words, a qa answer, a response); lm: the family's LM head, which is also the head a
-# decoder generates with, so `generate` names it too (the decoder arm of encoder-vs-decoder).
-TASK_HEADS = {
-    "classification": {"encoder": ("classifier",), "decoder": ("classifier", "generate"),
-                       "rnn": ("classifier",)},
-    "qa": {"encoder": ("span",), "decoder": ("generate",)},
-    "instruct": {"decoder": ("generate",)},
-    "lm": {"encoder": ("lm",), "decoder": ("lm", "generate")},
-}
+TASK_KINDS = tasks.kinds()
+# The heads each model family answers each task kind with (tunelab.tasks); a family missing from
+# a kind cannot serve it. The first head is the family's native one, which `task.head: null`
+# resolves to.
+TASK_HEADS = {kind: tasks.heads(kind) for kind in TASK_KINDS}
 TASK_FAMILIES = {kind: tuple(heads) for kind, heads in TASK_HEADS.items()}
 # A preset of each family, named in messages as what would work instead.
 FAMILY_EXAMPLES = {"encoder": "minilm", "decoder": "smollm2-135m", "rnn": "lstm"}
@@ -61,7 +53,7 @@ class TaskConfig:
     name: str
     kind: str
     head: str | None = None     # null: the model family's native head for this kind (TASK_HEADS)
-    metrics: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)   # empty: every metric of the head
     monitor: str = "loss"
     mode: str = "min"
     num_classes: int | None = None
@@ -247,7 +239,7 @@ def _resolve_head(task: dict, family: str) -> None:
     """`task.head: null` -> the family's native head, so the recorded config names the head used.
     A family that cannot serve the task keeps null, and `_check_combination` says why."""
     if task["head"] is None:
-        task["head"] = next(iter(TASK_HEADS.get(task["kind"], {}).get(family, ())), None)
+        task["head"] = tasks.native_head(task["kind"], family)
 
 
 def _bind(group: str, node: Any, schema: type) -> dict:
@@ -364,18 +356,21 @@ def _check_combination(cfg: DictConfig) -> None:
              f"one of {list(heads)} (null: {heads[0]}, the native one) for task kind {task.kind} on "
              f"model={model.name} ({model.family})"
              + (f"; {task.head} needs {' or '.join(others)}" if others else ""))
-    if task.kind == "qa" and task.head == "span":
+    spec = tasks.spec_for(task, model.family)
+    _check_metrics(task, spec)
+    if spec.windows:
         _require(0 < task.doc_stride < cfg.data.max_length // 2, "task.doc_stride",
                  task.doc_stride, f"an integer in [1, {cfg.data.max_length // 2}): the tokens two "
                  f"windows of data.max_length={cfg.data.max_length} share")
-    if task.kind == "qa" and task.head == "generate":
+    if task.monitor in spec.generated_metrics():
         _require(task.generate_eval_samples > 0, "task.generate_eval_samples",
-                 task.generate_eval_samples, "an integer > 0: generative qa scores em and f1 "
-                 "(the monitor) on that many greedy answers")
-    _require(cfg.objective.aux_weight == 0 or (task.kind != "lm" and model.family != "rnn"),
+                 task.generate_eval_samples, f"an integer > 0: task kind {task.kind} with "
+                 f"head={task.head} scores {task.monitor} (the monitor) on that many greedy "
+                 "answers")
+    _require(cfg.objective.aux_weight == 0 or (not spec.self_supervised and model.family != "rnn"),
              "objective.aux_weight", cfg.objective.aux_weight,
-             "0 here: task=lm already trains the self-supervised objective, and rnn models have "
-             "none; the auxiliary loss applies to encoder and decoder task runs")
+             f"0 here: task={task.name} already trains the self-supervised objective, and rnn "
+             "models have none; the auxiliary loss applies to encoder and decoder task runs")
     _require(task.max_new_tokens > 0, "task.max_new_tokens", task.max_new_tokens, "an integer > 0")
     _require(task.generate_eval_samples >= 0, "task.generate_eval_samples",
              task.generate_eval_samples, "an integer >= 0 (0: no em)")
@@ -383,3 +378,16 @@ def _check_combination(cfg: DictConfig) -> None:
              f"model={model.name} is trained from scratch; only adapter=full applies to it")
     _require(model.family != "rnn" or not model.gradient_checkpointing,
              "model.gradient_checkpointing", True, f"false for model={model.name} (an LSTM)")
+
+
+def _check_metrics(task: DictConfig, spec: tasks.TaskSpec) -> None:
+    """`task.metrics` names metrics the head computes (empty: all of them, filled in so the run
+    records what it reports); `task.monitor` is one of them or `loss`."""
+    where = f"task kind {task.kind} with head={task.head} computes {list(spec.metrics)}"
+    unknown = [name for name in task.metrics if name not in spec.metrics]
+    _require(not unknown, "task.metrics", list(task.metrics),
+             f"a list of metrics {where} (empty: all of them); unknown: {unknown}")
+    if not task.metrics:
+        task.metrics = list(spec.metrics)
+    _require(task.monitor in ("loss", *task.metrics), "task.monitor", task.monitor,
+             f"loss or one of task.metrics {list(task.metrics)} ({where})")

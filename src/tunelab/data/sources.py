@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 from omegaconf import DictConfig
 
+from tunelab import tasks
 from tunelab.config import ConfigError
 from tunelab.data import synthetic
 
@@ -111,11 +112,13 @@ def _from_hub(data: DictConfig) -> RawData:
 
 def _generated(data: DictConfig, task: DictConfig, cache_dir: Path) -> RawData:
     """Write the generated rows under the configured column names, then read them like files."""
-    if task.name not in synthetic.GENERATORS:
-        raise ConfigError("data.train_file", None, f"task={task.name} has no generated data; give "
+    kind = tasks.kind(task.kind)
+    if task.name not in kind.generators:
+        raise ConfigError("data.train_file", None, f"task={task.name} has no generated data (task "
+                          f"kind {task.kind} generates {list(kind.generators)}); give "
                           "data.train_file or data.dataset")
     params = synthetic.params_for(task)
-    columns = synthetic.column_map(task.kind, data)
+    columns = kind.column_map(data)
     spec = {"task": task.name, "params": params, "columns": columns,
             **{k: v for k, v in data.synthetic.items()}}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

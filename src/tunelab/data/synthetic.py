@@ -227,16 +227,3 @@ def params_for(task) -> dict:
         return {"num_classes": task.num_classes or len(INTENTS)}
     return {}
 
-
-def column_map(kind: str, data) -> dict[str, str]:
-    """Canonical generator keys -> the column names the user configured."""
-    if kind == "classification":
-        return {"text": data.text_column, "label": data.label_column}
-    if kind == "qa":
-        return {"question": data.question_column, "context": data.context_column,
-                "answers": data.answer_column}
-    if kind == "instruct":
-        return {"prompt": data.prompt_column, "response": data.response_column}
-    if kind == "lm":
-        return {"text": data.text_column}
-    return {}

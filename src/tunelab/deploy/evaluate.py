@@ -36,41 +36,19 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from tunelab import data
+from tunelab import data, tasks
 from tunelab.data.sources import FILE_BUILDERS, RawData
 from tunelab.deploy.classifier import TextClassifier
 from tunelab.deploy.generation import LabelScorer, TextGenerator
 from tunelab.deploy.pipeline import Pipeline, load_pipeline
 from tunelab.deploy.qa import SpanReader, allows_null
 from tunelab.deploy.runs import DeployError, TrainedRun
-from tunelab.models.generative import ExactMatch, GenerativeHead, generative_metrics
-from tunelab.models.module import task_metrics
+from tunelab.models.generative import ExactMatch, GenerativeHead
+from tunelab.models.metrics import task_metrics
 from tunelab.models.qa_metrics import squad_scores
 from tunelab.tracking.params import config_hash
 
 log = logging.getLogger("tunelab")
-
-
-def file_columns(trained: TrainedRun, rows: datasets.Dataset) -> dict[str, str]:
-    """The config keys and column names a labelled file needs for the run's task (a SQuAD JSON
-    file, nested under `data`, needs none)."""
-    columns, task = trained.cfg.data, trained.cfg.task
-    if task.kind == "classification":
-        wanted = {"data.text_column": columns.text_column,
-                  "data.label_column": columns.label_column}
-        if columns.text_pair_column:
-            wanted["data.text_pair_column"] = columns.text_pair_column
-        return wanted
-    if task.kind == "qa":
-        if "data" in rows.column_names and columns.context_column not in rows.column_names:
-            return {}
-        return {"data.question_column": columns.question_column,
-                "data.context_column": columns.context_column,
-                "data.answer_column": columns.answer_column}
-    if task.kind == "instruct":
-        return {"data.prompt_column": columns.prompt_column,
-                "data.response_column": columns.response_column}
-    return {"data.text_column": columns.text_column}
 
 
 @dataclass
@@ -98,9 +76,10 @@ class EvalData:
             log.warning("the data read now differs from what run %s read when it trained",
                         trained.run_id)
         builder, file = raw.origins[split]
-        if cfg.task.kind == "classification" and cfg.task.head != "generate":
+        if tasks.spec_for(cfg.task, cfg.model.family).raw_rows:
             return cls(raw.splits[split], builder, file, raw.digest, split)
-        task_data = data.task_data_for(raw, cfg.data, cfg.task)     # qa rows come normalised
+        # qa rows come normalised
+        task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
         return cls(raw.splits[split], builder, file, raw.digest, split, task_data,
                    bool(getattr(task_data, "with_negatives", False)))
 
@@ -119,7 +98,9 @@ class EvalData:
         except Exception as err:  # noqa: BLE001 - datasets raises many types for unreadable files
             raise DeployError(f"--data-file {path}: not a readable {file.suffix} file ({err})") \
                 from None
-        wanted = file_columns(trained, rows)
+        # the columns the run's task reads (a SQuAD JSON file, nested under `data`, needs none)
+        wanted = tasks.kind(trained.cfg.task.kind).file_columns(trained.cfg.data,
+                                                                rows.column_names)
         missing = {key: col for key, col in wanted.items() if col not in rows.column_names}
         if missing:
             raise DeployError(f"--data-file {path} lacks the column(s) "
@@ -130,14 +111,15 @@ class EvalData:
             raise DeployError(f"--data-file {path} has no rows")
         digest = hashlib.sha256(file.read_bytes()).hexdigest()
         cfg, where = trained.cfg, str(file.resolve())
-        if cfg.task.kind == "classification" and cfg.task.head != "generate":
+        spec = tasks.spec_for(cfg.task, cfg.model.family)
+        if spec.raw_rows:
             return cls(rows, builder, where, digest, file.name)
         # The task's own checks and normalisation (SQuAD nesting, answer starts) read the file as
         # they read a train split; gold labels are checked against the run's (gold_ids).
         raw = RawData(datasets.DatasetDict({"train": rows}), digest, where, {"train": where},
                       {"train": (builder, where)})
-        task_data = data.task_data_for(raw, cfg.data, cfg.task)
-        null = cfg.task.kind == "qa" and cfg.task.head != "generate" and allows_null(cfg)
+        task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
+        null = spec.null_answers and allows_null(cfg)
         return cls(raw.splits["train"], builder, where, digest, file.name, task_data, null)
 
 
@@ -167,14 +149,15 @@ def token_metrics(trained: TrainedRun, pipeline: Pipeline, source: EvalData,
     cfg, tokenizer = trained.cfg, pipeline.tokenizer
     task = OmegaConf.merge(cfg.task, {"generate_eval_samples": 0})  # answers come from pipeline
     head = GenerativeHead(task, tokenizer, "decoder", cfg.objective, trained.labels)
+    spec = head.spec
     encoded = source.rows.map(source.task_data.encode, batched=True,
                               remove_columns=source.rows.column_names,
                               fn_kwargs={"tokenizer": tokenizer,
                                          "max_length": cfg.data.max_length})
     loader = DataLoader(encoded, batch_size=int(cfg.data.batch_size),
                         collate_fn=source.task_data.collator(tokenizer))
-    metrics, mean = generative_metrics(task, len(trained.labels)), MeanMetric()
-    classify = task.kind == "classification"
+    metrics, mean = task_metrics(spec, len(trained.labels)), MeanMetric()
+    classify = spec.prompt == "label"
     with torch.no_grad():
         for batch in loader:
             if classify:    # eval_step would also score every label again
@@ -195,7 +178,8 @@ def score_classification(trained: TrainedRun, pipeline: TextClassifier,
     gold = gold_ids(trained, source.rows)
     frame = source.rows.to_pandas()
     logits = pipeline.logits(*pipeline.texts(frame))
-    metrics = task_metrics(trained.cfg.task, len(trained.labels))
+    metrics = task_metrics(tasks.spec_for(trained.cfg.task, trained.cfg.model.family),
+                           len(trained.labels))
     values = {f"eval/{k}": float(v) for k, v in metrics(logits.argmax(-1), gold).items()}
     if isinstance(pipeline, LabelScorer):
         values.update(token_metrics(trained, pipeline, source))
@@ -224,7 +208,7 @@ def score_qa(trained: TrainedRun, pipeline: SpanReader | TextGenerator,
 
 
 def score_generation(trained: TrainedRun, pipeline: TextGenerator, source: EvalData) -> Scored:
-    if trained.cfg.task.kind == "lm":
+    if not pipeline.spec.generated_metrics():     # lm: nothing to answer
         return Scored(token_metrics(trained, pipeline, source), None)
     references: list[str] = []
     values = token_metrics(trained, pipeline, source, references)
@@ -238,6 +222,10 @@ def score_generation(trained: TrainedRun, pipeline: TextGenerator, source: EvalD
                                         "response": answers}))
 
 
+SCORERS = {"text-classification": score_classification, "question-answering": score_qa,
+           "text-generation": score_generation}   # by the pipeline's model type
+
+
 def evaluate(client: MlflowClient, run: Run, split: str = "test",
              data_file: str | None = None) -> Run:
     """Score the run's weights and record a FINISHED `eval` run; return it."""
@@ -247,10 +235,7 @@ def evaluate(client: MlflowClient, run: Run, split: str = "test",
             EvalData.from_split(trained, split)
         pipeline = load_pipeline(trained.cfg, trained.labels, trained.weights,
                                  trained.base_weights, source.allow_null)
-        kind = trained.cfg.task.kind
-        scorer = {"classification": score_classification, "qa": score_qa}.get(kind,
-                                                                              score_generation)
-        scored = scorer(trained, pipeline, source)
+        scored = SCORERS[pipeline.model_type](trained, pipeline, source)
     params = {"eval.source_run": trained.run_id, "eval.samples": len(source.rows),
               **({"eval.data_file": source.file} if data_file else {"eval.split": split})}
     predictions = None if scored.predictions is None else \

@@ -21,7 +21,7 @@ from mlflow.entities import LoggedModelStatus, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from tunelab import adapters
+from tunelab import adapters, tasks
 from tunelab.deploy.classifier import build_net, load_trained_tokenizer
 from tunelab.deploy.pipeline import Pipeline, input_example, make_pipeline
 from tunelab.deploy.pyfunc import TunelabModel
@@ -101,7 +101,7 @@ def log_model(client: MlflowClient, run: Run, merge: bool) -> Exported:
     with tempfile.TemporaryDirectory(prefix="tunelab-export-") as tmp:
         trained = TrainedRun.fetch(client, run, Path(tmp))
         cfg = trained.cfg
-        allow_null = cfg.task.kind == "qa" and cfg.task.head != "generate" and \
+        allow_null = tasks.spec_for(cfg.task, cfg.model.family).null_answers and \
             allows_null(cfg)
         weights, pipeline = _weights_to_log(trained, merge, Path(tmp) / "merged" / "weights",
                                             allow_null)

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
+from tunelab import tasks
 from tunelab.data.generative import GenerateClassificationData, qa_prompt, render
 from tunelab.deploy.classifier import TextClassifier
 from tunelab.models.generative import GenerativeHead
@@ -43,9 +44,10 @@ def text_end(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int | None]:
 class TextGenerator:
     """Prompts (or question/context pairs for decoder QA) -> greedy answers.
 
-    Inputs: `prompt_column` (instruct, lm) or `question_column` + `context_column` (qa);
-    output `response` (instruct, lm) or `answer` (qa). `max_new_tokens` defaults to the run's
-    `task.max_new_tokens` and is a per-request param."""
+    Inputs, output and model type are the task spec's (`prompt_column` or `prompt` -> `response`
+    for instruct and lm, `question_column` + `context_column` -> `answer` for qa), and so is how
+    a row becomes a prompt. `max_new_tokens` defaults to the run's `task.max_new_tokens` and is a
+    per-request param."""
 
     net: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
@@ -54,24 +56,23 @@ class TextGenerator:
     max_length: int
     inputs: list[str]
     batch_size: int = 32
-    model_type: str = "text-generation"
+    model_type: str = field(init=False)
     params: dict = field(init=False)
 
     def __post_init__(self) -> None:
         default = self.task.get("max_new_tokens") or LM_MAX_NEW_TOKENS
         self.params = {"max_new_tokens": int(default)}
-        self.output = "answer" if self.task.kind == "qa" else "response"
-        if self.task.kind == "qa":
-            self.model_type = "question-answering"
+        self.spec = tasks.spec_for(self.task, "decoder")
+        self.output, self.model_type = self.spec.output, self.spec.model_type
         self.appended, self.lm_stop = text_end(self.tokenizer)
 
     def prompt_ids(self, frame: pd.DataFrame) -> list[list[int]]:
         """Token ids each row's answer continues, keeping the last `data.max_length` of them (the
         end a supervised example keeps when it truncates a prompt)."""
-        if self.task.kind == "lm":
+        if self.spec.prompt == "text":     # lm: the text itself, continued
             rows = [self.tokenizer(str(text))["input_ids"] for text in frame[self.inputs[0]]]
             rows = [ids[:len(ids) - self.appended] for ids in rows]
-        elif self.task.kind == "qa":
+        elif self.spec.prompt == "qa":
             rows = [render(self.tokenizer, qa_prompt(str(q).strip(), str(c)), "")[0]
                     for q, c in zip(frame[self.inputs[0]], frame[self.inputs[1]])]
         else:
@@ -81,7 +82,7 @@ class TextGenerator:
     def head(self, max_new_tokens: int) -> GenerativeHead:
         task = OmegaConf.merge(self.task, {"max_new_tokens": int(max_new_tokens)})
         head = GenerativeHead(task, self.tokenizer, "decoder", self.objective, None)
-        if self.task.kind == "lm":
+        if self.spec.prompt == "text":
             head.stop_id = self.lm_stop     # a continued text ends where training texts ended
         return head
 

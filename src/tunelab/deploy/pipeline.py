@@ -1,5 +1,7 @@
 """The task's inference pipeline for a trained run: which columns it takes, what it returns, and
 the code that computes it. Evaluation, export and the served pyfunc model all predict through it.
+The task registry (`TaskSpec.pipeline`, `inputs`, `output`, `model_type`) says which one a run's
+task kind, head and model family get:
 
 | run | pipeline | inputs | outputs | params |
 | --- | --- | --- | --- | --- |
@@ -21,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
+from tunelab import tasks
 from tunelab.deploy.classifier import TextClassifier, build_net, load_trained_tokenizer
 from tunelab.deploy.generation import LabelScorer, TextGenerator
 from tunelab.deploy.qa import SpanReader, reads_token_types
@@ -44,38 +47,40 @@ EXAMPLE_PROMPTS = ("Reverse the word: lamp", "What is 3 plus 4?")
 def unsupported(cfg: DictConfig) -> str | None:
     """Why a run has no deployable pipeline, or None when it has one."""
     task, family = cfg.task, cfg.model.family
-    if task.kind in ("lm", "instruct") and family != "decoder":
+    try:
+        spec = tasks.spec_for(task, family)
+    except KeyError as err:
+        return f"{err.args[0]}: no inference pipeline"
+    if spec.pipeline is None:
         return (f"a {family} {task.kind} run writes no text (masked LM); start a fine-tune from "
                 "it with model.init_from=<run id> and deploy that")
-    if task.kind not in ("classification", "qa", "instruct", "lm"):
-        return f"task kind {task.kind!r} has no inference pipeline"
     return None
 
 
 def make_pipeline(cfg: DictConfig, labels: list[str], net: torch.nn.Module,
                   tokenizer: PreTrainedTokenizerBase, allow_null: bool = False,
                   token_types: bool | None = None) -> Pipeline:
-    """The pipeline for the run's task around its trained network. Batches are the run's
-    `data.batch_size`, so padding matches what its validation saw. `allow_null` and
+    """The pipeline the task registry names for the run, around its trained network. Batches are
+    the run's `data.batch_size`, so padding matches what its validation saw. `allow_null` and
     `token_types` are for extractive QA (SpanReader); `token_types` defaults to what `net`
     reads, and a merged export passes what the network it was merged from read."""
     task, columns = cfg.task, cfg.data
+    spec = tasks.spec_for(task, cfg.model.family)
     common = {"batch_size": int(columns.batch_size)}
-    if task.kind == "classification":
-        args = (net, tokenizer, labels, columns.max_length, columns.text_column,
-                columns.text_pair_column)
-        if task.head == "generate":
-            return LabelScorer(*args, **common, task=task, objective=cfg.objective)
-        return TextClassifier(*args, **common)
-    if task.kind == "qa" and task.head != "generate":
-        if token_types is None:
-            token_types = reads_token_types(net)
+    kind = tasks.load(spec.pipeline)
+    if kind is SpanReader:
         return SpanReader(net, tokenizer, columns.max_length, task.doc_stride,
-                          columns.question_column, columns.context_column, allow_null,
-                          token_types, **common)
-    inputs = {"qa": [columns.question_column, columns.context_column],
-              "instruct": [columns.prompt_column], "lm": ["prompt"]}[task.kind]
-    return TextGenerator(net, tokenizer, task, cfg.objective, columns.max_length, inputs, **common)
+                          *spec.input_columns(columns), allow_null,
+                          reads_token_types(net) if token_types is None else token_types,
+                          **common)
+    if kind is TextGenerator:
+        return TextGenerator(net, tokenizer, task, cfg.objective, columns.max_length,
+                             spec.input_columns(columns), **common)
+    args = (net, tokenizer, labels, columns.max_length, columns.text_column,
+            columns.text_pair_column)
+    if kind is LabelScorer:
+        return LabelScorer(*args, **common, task=task, objective=cfg.objective)
+    return TextClassifier(*args, **common)
 
 
 def load_pipeline(cfg: DictConfig, labels: list[str], weights: Path,

@@ -103,7 +103,7 @@ def allows_null(cfg, cache_dir: Path | None = None) -> bool:
     now (a moved file, an offline Hub dataset) means spans only, with a warning."""
     try:
         raw = data.load_splits(cfg.data, cfg.task, Path(cache_dir or cfg.paths.cache_dir))
-        return bool(data.task_data_for(raw, cfg.data, cfg.task).with_negatives)
+        return bool(data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family).with_negatives)
     except (ConfigError, OSError, ValueError) as err:
         log.warning("could not read the run's training data again (%s): the model answers with "
                     "a span always, as for data without unanswerable questions", err)

@@ -19,18 +19,12 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from torchmetrics.text import SQuAD, Perplexity
+from torchmetrics.text import SQuAD
 from transformers import PreTrainedTokenizerBase
 
+from tunelab import tasks
 from tunelab.data.generative import IGNORE, end_of_turn_id, label_words, render
 from tunelab.models.objective import SelfSupervised, model_inputs
-from tunelab.models.qa_metrics import SquadAnswers
-
-
-def is_generative(task: DictConfig) -> bool:
-    """Whether the model answers by writing tokens (check_config has resolved `task.head`)."""
-    return task.kind in ("instruct", "lm") or task.head == "generate"
 
 
 class ExactMatch(SQuAD):
@@ -45,27 +39,15 @@ class ExactMatch(SQuAD):
         return super().compute()["exact_match"] / 100
 
 
-def generative_metrics(task: DictConfig, num_labels: int | None) -> MetricCollection:
-    """Metrics are updated one by one (their inputs differ), so no compute groups."""
-    if task.kind == "classification":
-        metrics = {"acc": MulticlassAccuracy(num_classes=num_labels, average="micro"),
-                   "f1": MulticlassF1Score(num_classes=num_labels, average="macro")}
-    else:
-        metrics = {"ppl": Perplexity(ignore_index=IGNORE)}
-        if task.kind == "instruct":
-            metrics["em"] = ExactMatch()
-        if task.kind == "qa":
-            metrics["squad"] = SquadAnswers()      # computes {em, f1}
-    return MetricCollection(metrics, compute_groups=False)
-
-
 class GenerativeHead:
     def __init__(self, task: DictConfig, tokenizer: PreTrainedTokenizerBase, family: str,
                  objective: DictConfig, label_names: list[str] | None):
         self.task, self.tokenizer, self.family = task, tokenizer, family
+        self.spec = tasks.spec_for(task, family)
         self.masked = SelfSupervised(tokenizer, family, objective.mlm_probability) \
-            if task.kind == "lm" and family == "encoder" else None
-        self.stop_id = end_of_turn_id(tokenizer) if task.kind != "lm" else None
+            if self.spec.masked_lm else None
+        # a plain text continues to its end; a rendered turn stops at the end-of-turn marker
+        self.stop_id = end_of_turn_id(tokenizer) if self.spec.prompt != "text" else None
         self.candidates = [render(tokenizer, "x", label_words(name))[1]
                            for name in label_names or []]
 
@@ -83,23 +65,24 @@ class GenerativeHead:
                   mean: MeanMetric) -> None:
         out = self.forward(model, batch, deterministic=True)
         labels = out["targets"]
-        if self.task.kind == "classification":
+        if self.spec.prompt == "label":     # classification: the best-scoring label's words
             mean.update(out.loss, weight=labels.shape[0])
             predicted = self.score_labels(model, batch).argmax(-1)
-            for name in ("acc", "f1"):
-                metrics[name].update(predicted, batch["class_label"])
+            for metric in metrics.values():
+                metric.update(predicted, batch["class_label"])
             return
         logits = out.logits.float()
         if self.masked is None:
             logits, labels = logits[:, :-1], labels[:, 1:]
         mean.update(out.loss, weight=(labels != IGNORE).sum())
-        metrics["ppl"].update(logits, labels)
-        if self.task.kind == "instruct":
+        if "ppl" in metrics:
+            metrics["ppl"].update(logits, labels)
+        if "em" in metrics:         # against the reference answer
             em = metrics["em"]
             remaining = self.task.generate_eval_samples - int(em.total)
             if remaining > 0:
                 em.update(self.generate(model, batch, remaining), self.references(batch, remaining))
-        if self.task.kind == "qa":
+        if "squad" in metrics:      # against every gold answer of the row
             squad = metrics["squad"]
             remaining = self.task.generate_eval_samples - int(squad.total)
             if remaining > 0:

@@ -11,26 +11,21 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+import transformers
 from omegaconf import DictConfig, OmegaConf
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
-                          AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
-                          AutoTokenizer, PreTrainedTokenizerBase)
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from tunelab import adapters
+from tunelab import adapters, tasks
 from tunelab.config import ConfigError
 from tunelab.models import lstm  # noqa: F401 - registers model_type tunelab-lstm with the Auto classes
 
 log = logging.getLogger(__name__)
 
-def auto_class(task: DictConfig, family: str):
-    """The transformers class that carries the head this task needs on this model family."""
-    if task.kind == "classification" and task.head == "classifier":
-        return AutoModelForSequenceClassification
-    if task.kind == "qa" and family == "encoder":
-        return AutoModelForQuestionAnswering
-    if task.kind == "lm" and family == "encoder":
-        return AutoModelForMaskedLM
-    return AutoModelForCausalLM
+
+def auto_class(task: DictConfig, family: str) -> type:
+    """The transformers class the task registry names for this task's head on this family."""
+    return getattr(transformers, tasks.spec_for(task, family).auto_class)
+
 
 def resolve(location: str) -> str:
     """`pkg://package/sub` -> the folder inside the installed package; anything else unchanged
@@ -126,7 +121,7 @@ def _build(model: DictConfig, task: DictConfig, labels: list[str] | None,
         return adapters.merge(adapters.load_weights(base, Path(weights)))
     cls = auto_class(task, model.family)
     head_kwargs = {}
-    if labels is not None and cls is AutoModelForSequenceClassification:
+    if labels is not None and tasks.spec_for(task, model.family).labelled_head:
         head_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                        "label2id": {name: i for i, name in enumerate(labels)}}
     if weights is not None:

@@ -4,12 +4,15 @@ except ppl."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from omegaconf import DictConfig
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.text import Perplexity
 
 from tunelab.data.generative import IGNORE
+from tunelab.models.generative import ExactMatch
 from tunelab.models.qa_metrics import SquadAnswers, SquadSpans
 from tunelab.tasks import TaskSpec, load
 
@@ -28,7 +31,6 @@ def perplexity(num_labels: int | None) -> Metric:
 
 
 def exact_match(num_labels: int | None) -> Metric:
-    from tunelab.models.generative import ExactMatch     # generative imports this module
     return ExactMatch()
 
 
@@ -40,10 +42,15 @@ def squad_answers(num_labels: int | None) -> Metric:
     return SquadAnswers()
 
 
-def task_metrics(spec: TaskSpec, task: DictConfig, num_labels: int | None) -> MetricCollection:
-    """The spec's metric objects that report a metric `task.metrics` lists (check_config resolves
-    an empty list to all of them). Metrics are updated one by one (their inputs differ), so no
-    compute groups."""
-    wanted = set(task.metrics or spec.metrics)
+def task_metrics(spec: TaskSpec, num_labels: int | None,
+                 names: Iterable[str] | None = None) -> MetricCollection:
+    """The spec's metric objects that report one of `names` (None: all of them). Metrics are
+    updated one by one (their inputs differ), so no compute groups."""
+    wanted = set(spec.metrics if names is None else names)
     return MetricCollection({m.key: load(m.factory)(num_labels) for m in spec.metric_specs
                              if wanted & set(m.reports)}, compute_groups=False)
+
+
+def reported(spec: TaskSpec, task: DictConfig) -> tuple[str, ...]:
+    """The metric names a run logs: those `task.metrics` lists, else all the spec computes."""
+    return tuple(task.metrics) or spec.metrics

@@ -9,26 +9,13 @@ import torch
 from omegaconf import DictConfig
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from tunelab.models.generative import GenerativeHead, generative_metrics, is_generative
+from tunelab import tasks
+from tunelab.models.generative import GenerativeHead
+from tunelab.models.metrics import reported, task_metrics
 from tunelab.models.objective import SelfSupervised
-from tunelab.models.qa_metrics import FEATURE_KEYS, SquadSpans, bind_references, update_spans
-
-
-def task_metrics(task: DictConfig, num_labels: int | None) -> MetricCollection:
-    """torchmetrics objects for the task's metrics; values are fractions in [0, 1]."""
-    if is_generative(task):
-        return generative_metrics(task, num_labels)
-    if task.kind == "classification":
-        return MetricCollection({
-            "acc": MulticlassAccuracy(num_classes=num_labels, average="micro"),
-            "f1": MulticlassF1Score(num_classes=num_labels, average="macro"),
-        })
-    if task.kind == "qa":
-        return MetricCollection({"squad": SquadSpans()})
-    raise NotImplementedError(f"metrics for task kind {task.kind}")
+from tunelab.models.qa_metrics import FEATURE_KEYS, bind_references, update_spans
 
 
 class TuneModule(L.LightningModule):
@@ -38,12 +25,16 @@ class TuneModule(L.LightningModule):
                  label_names: list[str] | None = None):
         super().__init__()
         self.model, self.task, self.optim, self.objective = model, task, optim, objective
+        self.spec = tasks.spec_for(task, family)
         self.generative = GenerativeHead(task, tokenizer, family, objective, label_names) \
-            if is_generative(task) else None
+            if self.spec.generative else None
         self.aux = SelfSupervised(tokenizer, family, objective.mlm_probability) \
             if objective.aux_weight > 0 else None
-        self.val_metrics = task_metrics(task, num_labels).clone(prefix="val/")
-        self.test_metrics = task_metrics(task, num_labels).clone(prefix="test/")
+        names = reported(self.spec, task)
+        self.val_metrics = task_metrics(self.spec, num_labels, names).clone(prefix="val/")
+        self.test_metrics = task_metrics(self.spec, num_labels, names).clone(prefix="test/")
+        # what the run reports: a metric object may compute more (SQuAD's em with f1)
+        self.reported = {f"{split}/{name}" for split in ("val", "test") for name in names}
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.monitor = f"val/{task.monitor}"
         self.val_best = MaxMetric() if task.mode == "max" else MinMetric()
@@ -56,7 +47,7 @@ class TuneModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """QA metrics score answer text, so they take the contexts and gold answers of the data
         this trainer evaluates."""
-        if self.task.kind == "qa":
+        if "squad" in self.val_metrics:
             task_data = self.trainer.datamodule.task_data
             bind_references(self.val_metrics, task_data, "validation")
             bind_references(self.test_metrics, task_data, "test")
@@ -82,7 +73,7 @@ class TuneModule(L.LightningModule):
     def _eval_step(self, batch: dict, metrics: MetricCollection, mean: MeanMetric) -> None:
         if self.generative is not None:
             return self.generative.eval_step(self.model, batch, metrics, mean)
-        if self.task.kind == "qa":
+        if self.spec.windows:
             return update_spans(self(**batch), batch, metrics, mean)
         out = self(**batch)
         mean.update(out.loss, weight=batch["labels"].shape[0])
@@ -95,7 +86,7 @@ class TuneModule(L.LightningModule):
         self._eval_step(batch, self.test_metrics, self.test_loss)
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
+        values = self._reported(self.val_metrics.compute())
         values["val/loss"] = self.val_loss.compute()
         self.val_best.update(values[self.monitor])
         values[f"{self.monitor}_best"] = self.val_best.compute()
@@ -105,11 +96,14 @@ class TuneModule(L.LightningModule):
         self.last_val_step = self.global_step
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
+        values = self._reported(self.test_metrics.compute())
         values["test/loss"] = self.test_loss.compute()
         self.log_dict(values)
         self.test_metrics.reset()
         self.test_loss.reset()
+
+    def _reported(self, values: dict) -> dict:
+        return {key: value for key, value in values.items() if key in self.reported}
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
                                     gradient_clip_val: float | None = None,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from tunelab.tasks.spec import CAUSAL_LM, SEQUENCE_CLASSIFICATION, MetricSpec, TaskSpec
+from tunelab.tasks.spec import CAUSAL_LM, SEQUENCE_CLASSIFICATION, MetricSpec, TaskKind, TaskSpec
 
+KIND = TaskKind("classification", columns={"text": "text_column", "label": "label_column"},
+                optional_columns={"text_pair": "text_pair_column"},
+                generators=("sentiment", "intent"))
 METRICS = (MetricSpec("acc", ("acc",), "tunelab.models.metrics:accuracy"),
            MetricSpec("f1", ("f1",), "tunelab.models.metrics:macro_f1"))
 _COMMON = {"kind": "classification", "metric_specs": METRICS,
-           "columns": {"text": "text_column", "label": "label_column"},
-           "optional_columns": {"text_pair": "text_pair_column"},
-           "generators": ("sentiment", "intent"), "inputs": ("text_column", "text_pair_column"),
+           "inputs": ("text_column", "text_pair_column"),
            "output": "label", "model_type": "text-classification"}
 
 
@@ -18,7 +19,8 @@ def _classifier(family: str) -> TaskSpec:
     return TaskSpec(head="classifier", family=family, auto_class=SEQUENCE_CLASSIFICATION,
                     peft_task_type="SEQ_CLS",
                     data="tunelab.data.classification:ClassificationData",
-                    pipeline="tunelab.deploy.classifier:TextClassifier", **_COMMON)
+                    pipeline="tunelab.deploy.classifier:TextClassifier", raw_rows=True,
+                    **_COMMON)
 
 
 SPECS = (

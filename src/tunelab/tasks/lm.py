@@ -3,12 +3,12 @@ encoders, next token on decoders, whose LM head is also the head they generate w
 
 from __future__ import annotations
 
-from tunelab.tasks.spec import CAUSAL_LM, MASKED_LM, MetricSpec, TaskSpec
+from tunelab.tasks.spec import CAUSAL_LM, MASKED_LM, MetricSpec, TaskKind, TaskSpec
 
+KIND = TaskKind("lm", columns={"text": "text_column"}, generators=("lm",))
 _COMMON = {"kind": "lm",
            "metric_specs": (MetricSpec("ppl", ("ppl",), "tunelab.models.metrics:perplexity"),),
-           "columns": {"text": "text_column"}, "generators": ("lm",), "generative": True,
-           "self_supervised": True, "prompt": "text"}
+           "generative": True, "self_supervised": True, "prompt": "text"}
 # a decoder continues the text of a `prompt` column (no data config key names it)
 _WRITES = {"auto_class": CAUSAL_LM, "peft_task_type": "CAUSAL_LM",
            "data": "tunelab.data.generative:LanguageModelingData",

@@ -3,12 +3,12 @@ or the answer written by a decoder. Data: tunelab.data.qa; metrics: tunelab.mode
 
 from __future__ import annotations
 
-from tunelab.tasks.spec import CAUSAL_LM, QUESTION_ANSWERING, MetricSpec, TaskSpec
+from tunelab.tasks.spec import CAUSAL_LM, QUESTION_ANSWERING, MetricSpec, TaskKind, TaskSpec
 
-_COMMON = {"kind": "qa",
-           "columns": {"question": "question_column", "context": "context_column",
-                       "answers": "answer_column"},
-           "generators": ("qa",), "inputs": ("question_column", "context_column"),
+KIND = TaskKind("qa", columns={"question": "question_column", "context": "context_column",
+                               "answers": "answer_column"}, generators=("qa",),
+                nested="data")
+_COMMON = {"kind": "qa", "inputs": ("question_column", "context_column"),
            "output": "answer", "model_type": "question-answering"}
 
 SPECS = (

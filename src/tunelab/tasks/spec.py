@@ -28,6 +28,35 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class TaskKind:
+    """What every head of a task kind shares: the columns its rows have, and its generated data."""
+
+    name: str
+    # canonical row key (what data/synthetic yields) -> the data config key naming its column
+    columns: dict[str, str]
+    optional_columns: dict[str, str] = field(default_factory=dict)   # read when configured
+    generators: tuple[str, ...] = ()    # data/synthetic generators (by task name) of its rows
+    # a top-level key under which a file may nest rows in the kind's native format (SQuAD JSON's
+    # `data`); such a file needs no configured columns
+    nested: str | None = None
+
+    def column_keys(self, data: Any) -> dict[str, str]:
+        """Config key -> configured column name, for every column the kind reads from `data`."""
+        keys = [*self.columns.values(), *(k for k in self.optional_columns.values() if data[k])]
+        return {f"data.{key}": data[key] for key in keys}
+
+    def file_columns(self, data: Any, present: list[str]) -> dict[str, str]:
+        """`column_keys` a file with columns `present` must have (none when it nests its rows)."""
+        wanted = self.column_keys(data)
+        nested = self.nested in present and not set(wanted.values()) & set(present)
+        return {} if nested else wanted
+
+    def column_map(self, data: Any) -> dict[str, str]:
+        """Canonical row key -> the configured column name (generated data is written so)."""
+        return {name: data[key] for name, key in self.columns.items()}
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """One task kind answered with one head on one model family (`tunelab.tasks.spec_for`)."""
 
@@ -38,10 +67,6 @@ class TaskSpec:
     peft_task_type: str | None      # a peft TaskType value (peft accepts the string); None: none
     data: str                       # `module:Class` of the task's data (tokenization, collation)
     metric_specs: tuple[MetricSpec, ...]
-    # canonical row key (what data/synthetic yields) -> the data config key naming its column
-    columns: dict[str, str]
-    optional_columns: dict[str, str] = field(default_factory=dict)   # read when configured
-    generators: tuple[str, ...] = ()    # data/synthetic generators (by task name) of its rows
     # inference (deploy/): the pipeline (`module:Class`, None: the run writes nothing servable),
     # its input columns (data config keys, or a literal column name), output column, model type
     pipeline: str | None = None
@@ -53,6 +78,9 @@ class TaskSpec:
     windows: bool = False           # long contexts become windows (task.doc_stride)
     null_answers: bool = False      # may predict "no answer" when training had unanswerable rows
     self_supervised: bool = False   # the task loss is the self-supervised objective itself
+    # evaluation scores rows as read (a classifier reads its two columns; no task data is built,
+    # so an eval file need not hold two classes); else rows go through the task's data class
+    raw_rows: bool = False
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -74,20 +102,10 @@ class TaskSpec:
         return tuple(name for metric in self.metric_specs if metric.generated
                      for name in metric.reports)
 
-    def column_keys(self, data: Any) -> dict[str, str]:
-        """Config key -> configured column name, for every column the task reads from `data`."""
-        keys = {**self.columns, **{k: v for k, v in self.optional_columns.items() if data[v]}}
-        return {f"data.{key}": data[key] for key in keys.values()}
-
-    def column_map(self, data: Any) -> dict[str, str]:
-        """Canonical row key -> the configured column name (generated data is written so)."""
-        return {name: data[key] for name, key in self.columns.items()}
-
     def input_columns(self, data: Any) -> list[str]:
         """The pipeline's input columns: the configured name of each data key that is set (an
         unset text_pair_column is no input), literal names as they are."""
-        return [data[key] if key in data else key for key in self.inputs
-                if key not in data or data[key]]
+        return [data.get(key, key) for key in self.inputs if data.get(key, key)]
 
 
 def load(ref: str) -> Any:
