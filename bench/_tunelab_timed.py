@@ -3,17 +3,28 @@ Trainer use, ended by a callback after every optimizer step, so all three ways a
 (tunelab's own perf/* figures are read from MLflow beside it). Prints BENCH_RESULT as they do.
 
     python bench/_tunelab_timed.py <tunelab-train overrides>
+    BENCH_PROFILE=hooks.json python bench/_tunelab_timed.py ...   # + Lightning's SimpleProfiler
+
+With BENCH_PROFILE, every hook, callback and loop stage the fit runs is timed by Lightning's
+SimpleProfiler and its durations are written to that file (bench/overhead.py reads them).
 """
 
 from __future__ import annotations
 
 import _common  # noqa: F401  (records the process start first)
 
+import json
+import os
+from pathlib import Path
+
 import lightning as L
+from lightning.pytorch.profilers import SimpleProfiler
 
 from _common import StepTimer, report
 
 TIMER = StepTimer()
+PROFILE = os.environ.get("BENCH_PROFILE")
+PROFILERS: list[SimpleProfiler] = []
 
 
 class Timing(L.Callback):
@@ -28,6 +39,9 @@ def _timed_trainer() -> None:
     build = L.Trainer.__init__
 
     def init(self, *args, callbacks=None, **kwargs):
+        if PROFILE and not PROFILERS:           # the fit's Trainer (tunelab builds one)
+            PROFILERS.append(SimpleProfiler())
+            kwargs["profiler"] = PROFILERS[0]
         build(self, *args, callbacks=[*(callbacks or []), Timing()], **kwargs)
 
     L.Trainer.__init__ = init
@@ -39,3 +53,5 @@ if __name__ == "__main__":
 
     main()
     report(TIMER.result())
+    if PROFILERS:
+        Path(PROFILE).write_text(json.dumps(dict(PROFILERS[0].recorded_durations)))

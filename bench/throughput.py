@@ -31,19 +31,21 @@ import time
 from pathlib import Path
 
 import psutil
-
 from _common import append_results, data_files, median, small_validation, tunelab_metrics
 
 HERE = Path(__file__).resolve().parent
 LR = {"full": 5e-5, "lora": 5e-4}
 
 
-def fresh_caches(work: Path, tag: str) -> dict[str, str]:
+def fresh_caches(work: Path, tag: str, threads: int | None) -> dict[str, str]:
     """The environment for one process whose `datasets` cache is its own. Without it the
     baselines read their tokenized splits from ~/.cache/huggingface once any earlier process
     (this round, an earlier one, an earlier invocation) had tokenized the same files, while
-    tunelab, given its own paths.cache_dir, tokenized every time."""
-    return {**os.environ, "HF_DATASETS_CACHE": str(work / "hf-datasets" / tag)}
+    tunelab, given its own paths.cache_dir, tokenized every time. `threads` sets every way's
+    torch threads alike (OMP_NUM_THREADS): on cores other jobs share, two OpenMP threads that
+    spin-wait for each other run several times slower than one."""
+    env = {**os.environ, "HF_DATASETS_CACHE": str(work / "hf-datasets" / tag)}
+    return env if threads is None else {**env, "OMP_NUM_THREADS": str(threads)}
 
 
 def run_baseline(script: str, method: str, args, files: dict, env: dict[str, str]) -> dict:
@@ -93,6 +95,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="rounds of every way, interleaved with the order rotated each round; "
                         "the table shows medians, the ratios are medians of per-round ratios")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of every way (OMP_NUM_THREADS); default: torch's own")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tunelab-bench-"))
     files = data_files(work / "data")
@@ -108,7 +112,8 @@ def main() -> None:
         order = list(ways)[rep % len(ways):] + list(ways)[:rep % len(ways)]
         for method in args.methods.split(","):
             for way in order:
-                r = ways[way](method, fresh_caches(work, f"{rep}-{method}-{way}"), rep)
+                env = fresh_caches(work, f"{rep}-{method}-{way}", args.threads)
+                r = ways[way](method, env, rep)
                 loads.append(os.getloadavg()[0])
                 runs.setdefault((method, way), []).append(r)
                 print(rep, method, way, f"load {loads[-1]:.1f}", json.dumps(r), flush=True)
@@ -116,22 +121,24 @@ def main() -> None:
 
 
 def render(runs, args, files, seconds: float, loads: list[float]) -> str:
-    numeric = lambda rs, k: all(isinstance(r.get(k), (int, float)) for r in rs)  # noqa: E731
+    numeric = lambda rs, k: all(isinstance(r.get(k), (int, float)) for r in rs)
     medians = {key: {k: median([r[k] for r in rs]) for k in rs[0] if numeric(rs, k)}
                for key, rs in runs.items()}
     methods = list(dict.fromkeys(m for m, _ in runs))
     lines = [f"## Throughput: tunelab vs hand loop vs HF Trainer ({datetime.date.today()})", "",
-             f"Machine: {platform.machine()}, {psutil.cpu_count()} cores, "
+             (f"Machine: {platform.machine()}, {psutil.cpu_count()} cores, "
              f"{psutil.virtual_memory().total / 2**30:.0f} GiB, CPU only; data {files['source']}; "
              f"{args.steps} steps, batch {args.batch}, max_length {args.max_length}, "
-             f"padding {args.padding}; {args.repeats} interleaved round(s), medians; 1-min load "
+             f"padding {args.padding}; torch threads {args.threads or 'default'}; "
+             f"{args.repeats} interleaved round(s), medians; 1-min load "
              f"average after each process {min(loads):.1f}-{max(loads):.1f} (median "
              f"{median(loads):.1f}); took {seconds / 60:.1f} min. Every way on one clock "
-             "(wall time between step ends, bench/_common.StepTimer).",
+             "(wall time between step ends, bench/_common.StepTimer)."),
              f"Command: `python bench/throughput.py --steps {args.steps} --methods "
-             f"{','.join(methods)} --repeats {args.repeats} --padding {args.padding}`", "",
-             "| method | way | samples/s | padded tokens/s | tunelab's own samples/s | start-up s "
-             "| peak RSS MB | eval samples/s | test acc (154 rows) |",
+             f"{','.join(methods)} --repeats {args.repeats} --padding {args.padding}"
+             + (f" --threads {args.threads}" if args.threads else "") + "`", "",
+             ("| method | way | samples/s | padded tokens/s | tunelab's own samples/s | start-up s "
+             "| peak RSS MB | eval samples/s | test acc (154 rows) |"),
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (m, w), r in medians.items():
         own = f"{r['own_samples_per_sec']:.1f}" if "own_samples_per_sec" in r else ""
@@ -139,8 +146,8 @@ def render(runs, args, files, seconds: float, loads: list[float]) -> str:
                      f"{r['train_padded_tokens_per_sec']:.0f} | {own} | "
                      f"{r['startup_seconds']:.1f} | {r['peak_mem_mb']:.0f} | "
                      f"{r['eval_samples_per_sec']:.1f} | {r['test_acc']:.3f} |")
-    lines += ["", "| method | tunelab / hand samples/s | tunelab / HF samples/s | tunelab / hand "
-              "padded tokens/s | tunelab / HF padded tokens/s | tunelab / hand start-up |",
+    lines += ["", ("| method | tunelab / hand samples/s | tunelab / HF samples/s | tunelab / hand "
+              "padded tokens/s | tunelab / HF padded tokens/s | tunelab / hand start-up |"),
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
 
     def ratio(m: str, way: str, key: str) -> str:

@@ -113,7 +113,7 @@ def test_a_run_records_its_peak_money_energy_and_hardware(tiny_cfg, client, tmp_
                                                           monkeypatch):
     """MFU over the recorded peak (a CPU probe cached for this machine is reused, not re-taken),
     cost/usd from hardware.usd_per_hour, energy only where a counter exists, MLflow's system
-    metrics when asked for, and the hardware as it resolved."""
+    metrics when asked for, and the hardware, precision and batching as they resolved."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
     cache = probe_cache_file()
@@ -135,6 +135,9 @@ def test_a_run_records_its_peak_money_energy_and_hardware(tiny_cfg, client, tmp_
     assert any(key.startswith("system/") for key in metrics), "system metrics were asked for"
     assert params["hardware.resolved.accelerator"] == "cpu"
     assert params["hardware.resolved.device_model"] == device_model("cpu")
+    # the precision it trained in and how its batches were formed, beside its throughput
+    assert params["hardware.resolved.precision"] == "32-true"
+    assert (params["data.padding"], params["data.group_by_length"]) == ("longest", "False")
 
 
 def test_a_probe_under_load_is_used_but_never_cached(tmp_path, monkeypatch):
