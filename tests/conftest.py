@@ -65,18 +65,15 @@ def one_thread():
 
 def prepared_data(cfg: DictConfig, batch_size: int = 8):
     """The checked config and its raw splits, task data, tokenizer and a set-up datamodule."""
-    from tunelab import data, models
+    from tunelab import build
     from tunelab.config import check_config
 
     cfg = check_config(cfg)
-    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
-    tokenizer = models.load_tokenizer(cfg.model)
-    dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
-                             batch_size=batch_size, num_workers=0,
-                             cache_dir=Path(cfg.paths.cache_dir))
+    inputs = build.build_data(cfg)
+    tokenizer = build.build_tokenizer(cfg)
+    dm = build.build_datamodule(cfg, inputs, tokenizer, batch_size=batch_size)
     dm.setup()
-    return cfg, raw, task_data, tokenizer, dm
+    return cfg, inputs.raw, inputs.task_data, tokenizer, dm
 
 
 def train_runs(client: MlflowClient, experiment: str = "tunelab", kind: str = "train"):

@@ -21,7 +21,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from tests.conftest import train_runs
-from tunelab import adapters, data, models
+from tunelab import adapters, build, models
 from tunelab.adapters import METHODS
 from tunelab.adapters.method import PeftMethod
 from tunelab.config import ConfigError, check_config
@@ -88,19 +88,16 @@ def spy(monkeypatch):
 
 def _tokenizer(cfg: DictConfig):
     """The tokenizer as the run loads it (padded on the side its adapter needs)."""
-    return models.load_tokenizer(cfg.model, adapters.padding_side(cfg.adapter, cfg.model, cfg.task))
+    return build.build_tokenizer(cfg)
 
 
 def _val_batches(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     """The validation batches and label names, rebuilt from the config as the run built them."""
     cfg = check_config(cfg)
-    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
-    dm = data.TuneDataModule(raw, task_data, _tokenizer(cfg),
-                             max_length=cfg.data.max_length, batch_size=32, num_workers=0,
-                             cache_dir=Path(cfg.paths.cache_dir))
+    inputs = build.build_data(cfg)
+    dm = build.build_datamodule(cfg, inputs, _tokenizer(cfg), batch_size=32)
     dm.setup()
-    return list(dm.val_dataloader()), task_data.label_names
+    return list(dm.val_dataloader()), inputs.label_names
 
 
 @torch.no_grad()

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
 
+from tunelab import build
 from tunelab.config import ConfigError, check_config
-from tunelab.data import TuneDataModule, load_splits, synthetic, task_data_for
-from tunelab.models import load_tokenizer
+from tunelab.data import TuneDataModule, synthetic
 
 
 def test_generated_sentiment_is_balanced_and_needs_more_than_keywords():
@@ -62,8 +63,8 @@ def test_local_files_with_user_columns(suffix, tiny_cfg, tmp_path):
     cfg = check_config(tiny_cfg(f"data.train_file={tmp_path / f'train{suffix}'}",
                                 f"data.validation_file={tmp_path / f'dev{suffix}'}",
                                 "data.text_column=sentence", "data.label_column=y"))
-    raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-    task_data = task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
+    inputs = build.build_data(cfg)
+    raw, task_data = inputs.raw, inputs.task_data
     assert len(raw.splits["train"]) == 40 and len(raw.splits["validation"]) == 20
     assert task_data.label_names == ["0", "1"]
     assert "test" not in raw.splits
@@ -73,14 +74,12 @@ def test_validation_is_held_out_of_train_when_not_given(tiny_cfg, tmp_path):
     rows = synthetic.generate("sentiment", 100, 0)
     pd.DataFrame(rows).to_csv(tmp_path / "all.csv", index=False)
     cfg = check_config(tiny_cfg(f"data.train_file={tmp_path / 'all.csv'}"))
-    raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
+    raw = build.build_data(cfg).raw
     assert (len(raw.splits["train"]), len(raw.splits["validation"])) == (90, 10)
 
 
 def _bad(tiny_cfg, tmp_path, *overrides):
-    cfg = check_config(tiny_cfg(*overrides))
-    raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-    return task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
+    return build.build_data(check_config(tiny_cfg(*overrides))).task_data
 
 
 def test_bad_files_name_key_value_and_what_would_work(tiny_cfg, tmp_path):
@@ -110,12 +109,10 @@ def test_bad_files_name_key_value_and_what_would_work(tiny_cfg, tmp_path):
 
 def test_tokenization_is_cached_across_runs(tiny_cfg, tmp_path):
     cfg = check_config(tiny_cfg())
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = build.build_tokenizer(cfg)
 
     def prepared():
-        raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-        dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task, cfg.model.family), tokenizer,
-                            max_length=32, batch_size=8, num_workers=0, cache_dir=tmp_path / "cache")
+        dm = build.build_datamodule(cfg, build.build_data(cfg), tokenizer, batch_size=8)
         dm.prepare_data()
         return dm
 
@@ -140,10 +137,9 @@ def test_tokenization_cache_follows_the_rows_each_split_holds(tiny_cfg, tmp_path
 
     def sizes(*overrides):
         cfg = check_config(tiny_cfg(f"data.train_file={tmp_path / 'all.csv'}", *overrides))
-        raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-        dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task, cfg.model.family), load_tokenizer(cfg.model),
-                            max_length=32, batch_size=8, num_workers=0,
-                            cache_dir=tmp_path / "cache")
+        inputs = build.build_data(cfg)
+        raw = inputs.raw
+        dm = build.build_datamodule(cfg, inputs, build.build_tokenizer(cfg), batch_size=8)
         dm.prepare_data()
         assert {s: len(ds) for s, ds in dm.encoded.items()} == \
             {s: len(ds) for s, ds in raw.splits.items()}
@@ -156,12 +152,11 @@ def test_tokenization_cache_follows_the_rows_each_split_holds(tiny_cfg, tmp_path
     assert sizes() == {"train": 54, "validation": 6}
 
 
-def _datamodule(cfg, tmp_path, **kwargs) -> TuneDataModule:
-    cfg = check_config(cfg)
-    raw = load_splits(cfg.data, cfg.task, tmp_path / "cache")
-    dm = TuneDataModule(raw, task_data_for(raw, cfg.data, cfg.task, cfg.model.family), load_tokenizer(cfg.model),
-                        max_length=cfg.data.max_length, batch_size=8, num_workers=0,
-                        cache_dir=tmp_path / "cache", seed=cfg.seed, **kwargs)
+def _datamodule(cfg, tmp_path, **data_keys) -> TuneDataModule:
+    """The run's datamodule (build_datamodule) in batches of 8, with `data_keys` set in data."""
+    cfg = OmegaConf.merge(check_config(cfg), {"data": data_keys})
+    dm = build.build_datamodule(cfg, build.build_data(cfg), build.build_tokenizer(cfg),
+                                batch_size=8)
     dm.setup()
     return dm
 
@@ -276,3 +271,4 @@ def test_group_by_length_resumes_mid_epoch_with_the_uninterrupted_batches(tiny_c
     assert sorted(resumed) == list(range(70, 120))
     assert all(resumed[step] == uninterrupted[step] for step in resumed)
     assert uninterrupted[60] != uninterrupted[10], "epochs differ in order"
+

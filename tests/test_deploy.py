@@ -21,8 +21,9 @@ import torch
 import yaml
 
 from tests.conftest import TINY, compose_cfg
-from tunelab import adapters, data, models
+from tunelab import build
 from tunelab.config import check_config
+from tunelab.deploy.classifier import build_net
 from tunelab.deploy.cli import eval_main, export_main, predict_main
 from tunelab.deploy.export import export
 from tunelab.deploy.runs import best_run, connect
@@ -58,9 +59,7 @@ def lab(tmp_path_factory):
 
 
 def _validation(cfg) -> pd.DataFrame:
-    cfg = check_config(cfg)
-    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    return raw.splits["validation"].to_pandas()
+    return build.build_data(check_config(cfg)).raw.splits["validation"].to_pandas()
 
 
 def _trained_probs(cfg, run_id: str, uri: str, dst: Path) -> np.ndarray:
@@ -69,17 +68,11 @@ def _trained_probs(cfg, run_id: str, uri: str, dst: Path) -> np.ndarray:
     cfg = check_config(cfg)
     weights = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights",
                                                        dst_path=str(dst), tracking_uri=uri))
-    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
-    tokenizer = models.load_tokenizer(cfg.model)
-    base = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed,
-                             weights=None if adapters.is_adapter_folder(weights) else str(weights))
-    net = adapters.load_weights(base, weights) if adapters.is_adapter_folder(weights) else base
-    dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
-                             batch_size=cfg.data.batch_size, num_workers=0,
-                             cache_dir=Path(cfg.paths.cache_dir))
+    inputs = build.build_data(cfg)
+    tokenizer = build.build_tokenizer(cfg)
+    net = build_net(cfg, inputs.label_names, weights, tokenizer)
+    dm = build.build_datamodule(cfg, inputs, tokenizer)
     dm.setup()
-    net.eval()
     with torch.no_grad():
         return torch.cat([net(**b).logits.softmax(-1) for b in dm.val_dataloader()]).numpy()
 

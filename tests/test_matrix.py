@@ -12,7 +12,7 @@ from omegaconf import open_dict
 
 from tests.conftest import train_runs
 from tunelab import data, models
-from tunelab.config import ConfigError
+from tunelab.config import ConfigError, check_config
 from tunelab.train import train
 
 MODELS = ("tiny-bert", "tiny-llama", "lstm")
@@ -74,7 +74,7 @@ def test_model_task_pair(model, task, tiny_cfg, store, monkeypatch):
     assert run.info.status == "FINISHED"
     assert run.data.params["task.head"] == HEADS[model, task], "the resolved head is recorded"
     for split in ("val", "test"):
-        for metric in cfg.task.metrics:
+        for metric in check_config(cfg).task.metrics:     # resolved: the head's own
             assert f"{split}/{metric}" in run.data.metrics, f"{split}/{metric}"
     assert f"val/{cfg.task.monitor}_best" in run.data.metrics
 

@@ -11,8 +11,9 @@ import torch
 import yaml
 
 from tests.conftest import train_runs
-from tunelab import adapters, data, models
+from tunelab import build
 from tunelab.config import check_config
+from tunelab.deploy.classifier import build_net
 from tunelab.train import train
 
 REQUIRED_METRICS = ["train/loss", "val/loss", "val/acc", "val/f1", "val/acc_best", "test/acc",
@@ -24,19 +25,11 @@ REQUIRED_METRICS = ["train/loss", "val/loss", "val/acc", "val/f1", "val/acc_best
 def _recompute_val(cfg, weights: Path):
     """Rebuild the trained model from its artifact alone and evaluate the validation split."""
     cfg = check_config(cfg)
-    raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
-    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
-    tokenizer = models.load_tokenizer(cfg.model)
-    if adapters.is_adapter_folder(weights):
-        base = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed)
-        net = adapters.load_weights(base, weights)
-    else:
-        net = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed,
-                                weights=str(weights))
-    dm = data.TuneDataModule(raw, task_data, tokenizer, max_length=cfg.data.max_length,
-                             batch_size=16, num_workers=0, cache_dir=Path(cfg.paths.cache_dir))
+    inputs = build.build_data(cfg)
+    tokenizer = build.build_tokenizer(cfg)
+    net = build_net(cfg, inputs.label_names, weights, tokenizer)
+    dm = build.build_datamodule(cfg, inputs, tokenizer, batch_size=16)
     dm.setup()
-    net.eval()
     losses, correct, count = [], 0, 0
     with torch.no_grad():
         for batch in dm.val_dataloader():

@@ -1,13 +1,14 @@
 """`tunelab-train`: compose -> check -> data -> model + adapter -> Lightning fit/test -> MLflow.
 
-Wiring only: each step lives in the package named after it.
+Wiring only: the builders (tunelab.build) make the data, model and module and run the fit, the
+resume plan (tracking.checkpoints.ResumePlan) owns the checkpoint folder, and TrackedRun the
+MLflow run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import hydra
@@ -16,13 +17,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tunelab import adapters, budget, data, hardware, models
+from tunelab import adapters, budget, build, hardware, models
 from tunelab.config import check_config
 from tunelab.config.exits import config_errors_exit
 from tunelab.config.printing import print_tree
 from tunelab.sweeps import SWEEP_ENV, sweep_id_for
 from tunelab.tracking import TrackedRun, is_rank_zero, run_weights, tracking_uri
-from tunelab.tracking.checkpoints import resume_point, resume_points
+from tunelab.tracking.checkpoints import ResumePlan
 from tunelab.tracking.summary import print_run_summary
 
 log = logging.getLogger("tunelab")
@@ -45,80 +46,49 @@ def train(cfg: DictConfig, overrides: list[str] = (), sweep_id: str | None = Non
         adapters.check_fit(models.skeleton(cfg.model, cfg.task), cfg.adapter, cfg.model)
     if is_rank_zero():
         print_tree(cfg)
-    cache_dir = Path(cfg.paths.cache_dir)
-    raw = data.load_splits(cfg.data, cfg.task, cache_dir)
-    task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
+    inputs = build.build_data(cfg)
     init = run_weights(cfg.model.init_from, tracking_uri(cfg.tracking.uri, cfg.paths.mlruns_dir),
-                       cache_dir) if cfg.model.init_from else None
-    run = TrackedRun(cfg, list(overrides), raw.digest, sweep_id, run_kind=run_kind,
+                       Path(cfg.paths.cache_dir)) if cfg.model.init_from else None
+    run = TrackedRun(cfg, list(overrides), inputs.raw.digest, sweep_id, run_kind=run_kind,
                      source_run=source_run).open()
-    monitor = f"val/{cfg.task.monitor}"
     if run.status == "skipped":
         log.info("config %s already has FINISHED run %s; skipping "
                  "(tracking.on_finished=rerun trains again)", run.config_hash, run.run_id)
         print_run_summary(run)
-        return run.final_metric(monitor)
+        return run.final_metric(f"val/{cfg.task.monitor}")
     with run, hardware.distributed_job():
         L.seed_everything(cfg.seed, workers=True)
-        tokenizer = models.load_tokenizer(
-            cfg.model, padding_side=adapters.padding_side(cfg.adapter, cfg.model, cfg.task))
-        net = _build_net(cfg, task_data.label_names, tokenizer, init)
-        counts = adapters.parameter_counts(net)
-        run.log_metrics(counts)
+        tokenizer = build.build_tokenizer(cfg)
+        net = build.build_model(cfg, inputs.label_names, tokenizer, init)
+        run.log_metrics(adapters.parameter_counts(net))
         run.log_params(hardware.profile_params(cfg.hardware, cfg.trainer, cfg.data.batch_size))
-        run.log_dict({"labels": task_data.label_names}, "labels.json")
-        for split, ds in raw.splits.items():
-            run.log_input(ds, *raw.origins[split], raw.digest, split)
-
-        datamodule = data.TuneDataModule(
-            raw, task_data, tokenizer, max_length=cfg.data.max_length,
-            batch_size=hardware.per_device_batch(cfg.data.batch_size, cfg.hardware,
-                                                 cfg.trainer.accumulate_grad_batches),
-            num_workers=cfg.data.num_workers, cache_dir=cache_dir, padding=cfg.data.padding,
-            group_by_length=cfg.data.group_by_length, seed=cfg.seed)
-        module = models.TuneModule(net, cfg.task, cfg.optim, cfg.objective,
-                                   num_labels=len(task_data.label_names), tokenizer=tokenizer,
-                                   family=cfg.model.family, label_names=task_data.label_names)
-        checkpoints, checkpoint_io = resume_points(
-            run.checkpoint_dir, cfg.trainer.checkpoint_every_n_steps, cfg.seed)
+        run.log_dict({"labels": inputs.label_names}, "labels.json")
+        for split, ds in inputs.raw.splits.items():
+            run.log_input(ds, *inputs.raw.origins[split], inputs.raw.digest, split)
+        datamodule = build.build_datamodule(cfg, inputs, tokenizer)
+        module = build.build_module(cfg, net, inputs, tokenizer)
+        plan = ResumePlan(run.checkpoint_dir, run.status == "resumed",
+                          cfg.trainer.checkpoint_every_n_steps, cfg.seed)
         meter = budget.BudgetMeter(cfg.adapter.method, cfg.budget.tokens, cfg.budget.seconds,
                                    cfg.budget.flops)
         trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg,
                                                       output_dir or run.checkpoint_dir, net),
                             logger=run.logger() or False, default_root_dir=output_dir,
-                            callbacks=[*run.callbacks(), meter, *checkpoints],
-                            plugins=[checkpoint_io])
-        resume = resume_point(trainer, run.checkpoint_dir, run.status == "resumed")
-        trainer.fit(module, datamodule, ckpt_path=resume, weights_only=True)
-        if module.last_val_step != trainer.global_step:
-            trainer.validate(module, datamodule, verbose=False)
-        result = trainer.callback_metrics.get(monitor)
-        if datamodule.has_test:
-            trainer.test(module, datamodule, verbose=False)
-        whole = hardware.full_state_dict(trainer, "model")      # every rank: FSDP gathers
-        if trainer.is_global_zero:
-            trained = module.model
-            if whole is not None:       # FSDP: the module's parameters are views of a shard
-                trained = _build_net(cfg, task_data.label_names, tokenizer, init)
-                trained.load_state_dict(whole)
+                            callbacks=[*run.callbacks(), meter, *plan.callbacks],
+                            plugins=[plan.io])
+        result = build.fit(trainer, module, datamodule, plan.start(trainer))
+        trained = build.trained_model(
+            trainer, module, lambda: build.build_model(cfg, inputs.label_names, tokenizer, init))
+        if trained is not None:
             weights = Path(output_dir or run.checkpoint_dir) / "weights"
             size_mb = adapters.save_weights(trained, weights, tokenizer)
             run.log_metrics({"params/adapter_mb": size_mb,
                              "time/tokenize_seconds": datamodule.prepare_seconds},
                             step=trainer.global_step)
             run.log_artifacts(weights, "weights")
-    if trainer.is_global_zero:
-        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+    plan.finish(trainer)
     print_run_summary(run)
-    return None if result is None else float(result)
-
-
-def _build_net(cfg: DictConfig, label_names: list[str], tokenizer, init: Path | None):
-    """The model with its adapter applied, as the run trains it (also rank 0's unsharded twin
-    under FSDP, which takes the gathered weights to save)."""
-    net = models.load_model(cfg.model, cfg.task, label_names, tokenizer, cfg.seed,
-                            weights=None if init is None else str(init))
-    return adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task)
+    return result
 
 
 @hydra.main(config_path=_conf_dir(), config_name="train", version_base="1.3")

@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from tunelab import data, tasks
+from tunelab import build, data, tasks
 from tunelab.data.sources import FILE_BUILDERS, RawData
 from tunelab.deploy.classifier import TextClassifier
 from tunelab.deploy.generation import LabelScorer, TextGenerator
@@ -60,14 +60,16 @@ class EvalData:
     file: str | None
     digest: str
     name: str                   # the split, or the file's name
-    task_data: object | None = None     # the task's encoder bound to these rows (not classification)
+    task_data: object | None = None     # the task's data bound to these rows (None: raw_rows)
     allow_null: bool = False    # qa: the run's training data had unanswerable questions
 
     @classmethod
     def from_split(cls, trained: TrainedRun, split: str) -> EvalData:
-        """Re-read the run's own data through tunelab.data with its recorded data config."""
+        """Re-read the run's own data as it trained on it (`build.build_data`, its recorded data
+        config; qa rows come normalised)."""
         cfg = trained.cfg
-        raw = data.load_splits(cfg.data, cfg.task, Path(cfg.paths.cache_dir))
+        inputs = build.build_data(cfg)
+        raw, task_data = inputs.raw, inputs.task_data
         if split not in raw.splits:
             raise DeployError(f"run {trained.run_id}'s data has no {split!r} split; it has "
                               f"{list(raw.splits)} (or give --data-file)")
@@ -76,10 +78,6 @@ class EvalData:
             log.warning("the data read now differs from what run %s read when it trained",
                         trained.run_id)
         builder, file = raw.origins[split]
-        if tasks.spec_for(cfg.task, cfg.model.family).raw_rows:
-            return cls(raw.splits[split], builder, file, raw.digest, split)
-        # qa rows come normalised
-        task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
         return cls(raw.splits[split], builder, file, raw.digest, split, task_data,
                    bool(getattr(task_data, "with_negatives", False)))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,32 @@ def resume_points(folder: Path, every_n_steps: int,
                              save_top_k=0)
     io = StreamedCheckpointIO(hold=True)
     return [latest, TrainableStateOnly(), StepSeed(seed), CommitWhenRecorded(io)], io
+
+
+@dataclass
+class ResumePlan:
+    """One run's checkpoint folder across its life: the callbacks and IO plugin that write its
+    resume points, the checkpoint the fit starts from (`start`: a resumed run's last one, else
+    none, with a new run's stale folder cleared), and its removal once the run has finished
+    (`finish`: the trained weights are an MLflow artifact by then; nothing resumes a finished
+    run)."""
+
+    folder: Path
+    resumed: bool
+    every_n_steps: int
+    seed: int
+    callbacks: list[Callback] = field(init=False)
+    io: StreamedCheckpointIO = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.callbacks, self.io = resume_points(self.folder, self.every_n_steps, self.seed)
+
+    def start(self, trainer: L.Trainer) -> Path | None:
+        return resume_point(trainer, self.folder, self.resumed)
+
+    def finish(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def last_checkpoint(folder: Path) -> Path | None:
