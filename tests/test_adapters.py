@@ -236,6 +236,9 @@ def test_adapters_whose_method_does_not_merge_refuse_to(method, toy_cfg):
         adapters.merge(net)
 
 
+GPT2 = ["model=tiny-llama", "model.config.model_type=gpt2"]    # tiny-llama's sizes, GPT-2's modules
+
+
 @pytest.mark.parametrize("overrides, key, hint", [
     (["model=tiny-llama", "adapter=lora", "adapter.target_modules=[query,value]"],
      "adapter.target_modules", "q_proj"),
@@ -252,6 +255,9 @@ def test_adapters_whose_method_does_not_merge_refuse_to(method, toy_cfg):
      "adapter.target_modules", "input_layernorm"),
     (["model=tiny-bert", "adapter=vera", "adapter.target_modules=[q_proj]"],
      "adapter.target_modules", "attention.self.query"),
+    # GPT-2's attention is transformers' Conv1D, which peft's LoHa and OFT cannot adapt
+    ([*GPT2, "adapter=loha", "adapter.target_modules=[c_attn]"], "adapter", "Conv1D"),
+    ([*GPT2, "adapter=oft", "adapter.target_modules=[c_attn]"], "adapter", "Conv1D"),
 ])
 def test_impossible_combinations_stop_before_weights_load(overrides, key, hint, toy_cfg, client,
                                                           monkeypatch):

@@ -17,7 +17,7 @@ series checked here (`PEFT_READS_OLD_NAME_ONLY`; pyproject admits only that seri
 
 To delete this module once a peft release reads `cache`: raise pyproject's peft range to it, check
 that tests/test_adapters_compat.py passes with `restore_past_key_values` reduced to `return net`,
-then remove this file and its two calls (`apply_adapter` in adapters/apply.py, `load_weights` in
+then remove this file and its two calls (`PeftMethod.apply` in adapters/method.py, `load_weights` in
 adapters/storage.py).
 """
 

@@ -110,12 +110,13 @@ class PeftMethod(AdapterMethod):
                 for f in dataclasses.fields(self) if f.metadata["peft"] != OWN}
 
     def placement(self, net: torch.nn.Module | None, model: DictConfig,
-                  task: DictConfig) -> dict[str, Any]:
-        """The peft arguments that depend on the model and task: the task type here."""
-        return {"task_type": tasks.spec_for(task, model.family).peft_task_type}
+                  task: DictConfig | None) -> dict[str, Any]:
+        """The peft arguments that depend on the model and task: the task type here (none
+        without a task: the adapter alone, as `check_fit` tries it)."""
+        return {"task_type": tasks.spec_for(task, model.family).peft_task_type if task else None}
 
     def peft_config(self, net: torch.nn.Module | None, model: DictConfig,
-                    task: DictConfig) -> PeftConfig:
+                    task: DictConfig | None) -> PeftConfig:
         return self.config_class(**self.peft_arguments(), **self.fixed,
                                  **self.placement(net, model, task))
 

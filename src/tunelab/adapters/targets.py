@@ -6,6 +6,7 @@ those modules do not exist, and the span-QA placement.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,9 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 from omegaconf import DictConfig
-from peft import TaskType
+from peft import TaskType, get_peft_model
 
-from tunelab import tasks
 from tunelab.adapters.method import OWN, PeftMethod, setting
 from tunelab.config.errors import ConfigError
 
@@ -61,9 +61,8 @@ class WeightAdapter(PeftMethod):
         return linear_leaves(net)
 
     def placement(self, net: torch.nn.Module | None, model: DictConfig,
-                  task: DictConfig) -> dict[str, Any]:
-        where = {"task_type": tasks.spec_for(task, model.family).peft_task_type,
-                 "target_modules": self.targets(model, net)}
+                  task: DictConfig | None) -> dict[str, Any]:
+        where = {**super().placement(net, model, task), "target_modules": self.targets(model, net)}
         if where["task_type"] == TaskType.QUESTION_ANS:
             # peft's PeftModelForQuestionAnswering drops token_type_ids (and position_ids) on the
             # way to the base model for weight adapters, so a BERT-family model would train blind
@@ -86,3 +85,10 @@ class WeightAdapter(PeftMethod):
             raise ConfigError("adapter.target_modules", missing,
                               f"module names that exist in model={model.name}; its "
                               f"{self.candidates} are {self.candidate_names(skeleton)}")
+        try:    # peft's own refusal of a module type it cannot adapt, on the weightless tree
+            get_peft_model(copy.deepcopy(skeleton), self.peft_config(skeleton, model, None),
+                           low_cpu_mem_usage=True)
+        except (TypeError, ValueError) as err:
+            raise ConfigError("adapter", self.name,
+                              f"a method peft can apply to the targets {targets} of "
+                              f"model={model.name}; peft: {err}") from None

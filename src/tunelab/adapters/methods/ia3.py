@@ -33,14 +33,14 @@ class Ia3(WeightAdapter):
         return list(self.feedforward_modules or model.ia3_feedforward) or None
 
     def placement(self, net: torch.nn.Module | None, model: DictConfig,
-                  task: DictConfig) -> dict[str, Any]:
+                  task: DictConfig | None) -> dict[str, Any]:
         return {**super().placement(net, model, task),
                 "feedforward_modules": self.feedforward(model)}
 
     def check_fit(self, skeleton: torch.nn.Module, model: DictConfig) -> None:
-        super().check_fit(skeleton, model)
         targets = self.targets(model, skeleton)
         extra = sorted(set(self.feedforward(model) or []) - set(targets or []))
         if extra:
             raise ConfigError("adapter.feedforward_modules", extra,
                               f"a subset of the IA3 target modules {targets}")
+        super().check_fit(skeleton, model)
