@@ -85,7 +85,14 @@ class WeightAdapter(PeftMethod):
             raise ConfigError("adapter.target_modules", missing,
                               f"module names that exist in model={model.name}; its "
                               f"{self.candidates} are {self.candidate_names(skeleton)}")
-        try:    # peft's own refusal of a module type it cannot adapt, on the weightless tree
+        self._check_peft_accepts(skeleton, model, targets)
+
+    def _check_peft_accepts(self, skeleton: torch.nn.Module, model: DictConfig,
+                            targets: list[str] | None) -> None:
+        """peft's own refusal of a module type it cannot adapt (LoHa on GPT-2's Conv1D), got by
+        applying the adapter to a copy of the weightless tree: peft's list of supported types
+        stays peft's, and nothing heavy is allocated (`low_cpu_mem_usage`)."""
+        try:
             get_peft_model(copy.deepcopy(skeleton), self.peft_config(skeleton, model, None),
                            low_cpu_mem_usage=True)
         except (TypeError, ValueError) as err:
