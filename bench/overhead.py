@@ -4,7 +4,7 @@
 
 One tunelab-train run per method (MiniLM-L6, banking77, batch 32, max_length 64, dynamic padding),
 through bench/_tunelab_timed.py with BENCH_PROFILE set, so every Lightning hook, each callback's
-hooks and the loop's stages are timed. The table gives the median milliseconds per training step
+hooks and the loop's stages are timed. The table gives the mean milliseconds per training step
 of each part, after the warm-up steps, against the wall time per step on the benchmarks' clock.
 What the loop adds to the model's own work (forward, backward, optimizer) is everything else.
 Appends the table to bench/RESULTS.md.
@@ -21,7 +21,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from _common import WARMUP, append_results, data_files, median, small_validation, tunelab_metrics
+from _common import WARMUP, append_results, data_files, small_validation, tunelab_metrics
 
 HERE = Path(__file__).resolve().parent
 LR = {"full": 5e-5, "lora": 5e-4}
@@ -37,11 +37,12 @@ INSIDE_STEP = ("on_before_backward", "on_after_backward", "on_before_optimizer_s
 
 
 def per_step(durations: list[float], steps: int) -> float:
-    """Milliseconds per step of an action called once (or k times) per step: the median over the
-    steps after the warm-up, times the calls per step."""
+    """Milliseconds per step of an action called once (or k times) per step: the mean over the
+    steps after the warm-up, times the calls per step (means, as the wall time per step is one,
+    so that the parts add up to it)."""
     calls = max(1, round(len(durations) / steps))
     kept = durations[WARMUP * calls:] or durations
-    return 1000 * median(kept) * calls
+    return 1000 * sum(kept) / len(kept) * calls
 
 
 def profile(method: str, args, files: dict, work: Path) -> tuple[dict[str, float], float]:
@@ -96,7 +97,7 @@ def main() -> None:
     lines = [f"### Where a tunelab step's time goes ({datetime.date.today()})", "",
              (f"`python bench/overhead.py --steps {args.steps} --methods {args.methods}`: "
              f"MiniLM-L6, {files['source']}, batch {args.batch}, max_length {args.max_length}, "
-             "dynamic padding, Lightning's SimpleProfiler; median ms per step after the warm-up; "
+             "dynamic padding, Lightning's SimpleProfiler; mean ms per step after the warm-up; "
              f"1-min load average at the start {os.getloadavg()[0]:.1f}."), ""]
     for method in args.methods.split(","):
         parts, wall = profile(method, args, files, work)
