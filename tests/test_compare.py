@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -261,3 +263,14 @@ def test_notebook_is_committed_clean_and_runs_on_the_sweep(sweep, tmp_path, monk
         for seed in SEEDS:
             assert f"tiny-bert-{adapter}-sentiment-cpu-s{seed}" in shown
     assert not (tmp_path / "mlruns").exists(), "the env var, not the default store, was read"
+
+
+def test_importing_compare_loads_no_training_code():
+    """compare/ reads runs made anywhere: importing it (the report, the command line, the tag
+    names and the client it shares with tracking/) loads neither torch nor Lightning."""
+    probe = ("import sys, tunelab.compare, tunelab.compare.cli; "
+             "print(sorted(m for m in ('torch', 'lightning', 'transformers', 'peft') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -385,3 +385,16 @@ def test_unknown_study_exits_2_naming_the_studies(store, keep_global_uri,  # noq
         main(["--tracking-uri", uri, "--study", "nope"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "no run of study 'nope'" in err and "real" in err
+
+
+@pytest.mark.parametrize("key, lower", [("val/loss", True), ("train/aux_loss", True),
+                                        ("val/ppl_best", True), ("search/lm/val_ppl_best", True),
+                                        ("val/acc", False), ("test/f1_best", False)])
+def test_compare_and_export_rank_by_the_one_direction_rule(key, lower):
+    """A report's ranking and tunelab-export --best read one rule (tracking.names): a study's
+    `search/<arm>/val_ppl_best` is minimised by both (the report once maximised it)."""
+    from tunelab.compare.runs import RunSet, metric_mode
+    from tunelab.deploy.runs import lower_is_better
+    runs = RunSet("e", pd.DataFrame({"params.task.monitor": ["acc"], "params.task.mode": ["max"]}))
+    assert lower_is_better(key) is lower
+    assert metric_mode(runs, key) == ("min" if lower else "max")

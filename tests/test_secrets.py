@@ -12,9 +12,12 @@ import torch
 import yaml
 
 from tests.conftest import CONF, ROOT, TINY, compose_cfg, run_cli, train_runs
-from tunelab import models
+from tunelab import data, models
 from tunelab.config import check_config
+from tunelab.deploy.evaluate import evaluate
+from tunelab.deploy.runs import finished_train_run
 from tunelab.tracking.store import client_for
+from tunelab.train import train
 
 MODEL_PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
@@ -63,6 +66,44 @@ def test_an_exception_ends_failed_and_no_planted_secret_reaches_the_store(tmp_pa
         assert planted.encode() not in recorded, f"{planted[:6]}... reached the MLflow store"
 
 
+def test_an_eval_run_masks_its_data_file_in_params_name_and_dataset_input(tmp_path, monkeypatch):
+    """tunelab-eval writes through the same masking as training: a token in the evaluated file's
+    folder (Hub format) or name (an env secret's value) reaches neither the eval run's params,
+    its name, its dataset input, nor any byte of the store."""
+    api_key, path_token = random_text(24), f"hf_{random_text(30)}"
+    monkeypatch.setenv("TUNELAB_API_KEY", api_key)
+    cfg = check_config(compose_cfg([*TINY, "trainer.max_steps=4", "adapter=full"], tmp_path))
+    train(cfg)
+    folder = tmp_path / "data" / path_token
+    folder.mkdir(parents=True)
+    file = folder / f"held-out-{api_key}.csv"
+    raw = data.load_splits(cfg.data, cfg.task, tmp_path / "cache")
+    raw.splits["validation"].to_pandas().head(16).to_csv(file, index=False)
+
+    client = client_for(cfg.tracking.uri)
+    [trained] = train_runs(client)
+    evaluation = evaluate(client, finished_train_run(client, trained.info.run_id),
+                          data_file=str(file))
+    assert evaluation.data.tags["tunelab.run_kind"] == "eval"
+    assert evaluation.data.params["eval.data_file"] == str(tmp_path / "data" / "***" /
+                                                            "held-out-***.csv")
+    assert evaluation.info.run_name.endswith("-held-out-***.csv")
+    [entry] = evaluation.inputs.dataset_inputs
+    assert "held-out-***.csv" in entry.dataset.source, entry.dataset.source
+    recorded = store_bytes(tmp_path / "mlruns")
+    for planted in (api_key, path_token):
+        assert planted.encode() not in recorded, f"{planted[:6]}... reached the MLflow store"
+
+
+def test_urls_lose_their_passwords_and_secret_query_values():
+    from tunelab.tracking.masking import mask_text
+    assert mask_text("postgresql://tunelab:s3cretpass@db:5432/mlflow") == \
+        "postgresql://tunelab:***@db:5432/mlflow"
+    assert mask_text("https://host/rows.csv?rev=2&token=abc123&x=1") == \
+        "https://host/rows.csv?rev=2&token=***&x=1"
+    assert mask_text("https://host/rows.csv?page=2") == "https://host/rows.csv?page=2"
+
+
 @pytest.mark.parametrize("preset", MODEL_PRESETS)
 def test_trust_remote_code_is_off_unless_the_preset_turns_it_on(preset, tmp_path):
     written = yaml.safe_load((CONF / "model" / f"{preset}.yaml").read_text())
@@ -96,7 +137,7 @@ def test_every_documented_server_command_binds_localhost():
 
 
 def test_a_secret_word_inside_a_name_is_not_masked_but_a_secret_name_is():
-    from tunelab.tracking.params import MASK, mask_text, masked
+    from tunelab.tracking.masking import MASK, mask_text, masked
     tree = {"model": {"config": {"num_key_value_heads": 2}, "hub_token": "abcd1234efgh"},
             "task": {"max_new_tokens": 32}}
     out = masked(tree)

@@ -9,7 +9,8 @@ import re
 from mlflow import MlflowClient
 
 from tests.conftest import TINY, prepared_data, run_cli, train_runs
-from tunelab.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, client_for
+from tunelab.tracking.names import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from tunelab.tracking.store import client_for
 from tunelab.tracking.summary import FailedJob, run_summary, see_it, shown_uri, sweep_summary
 
 FAST = [*TINY, "trainer.max_steps=5", "data.synthetic.train_size=64",

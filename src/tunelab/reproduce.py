@@ -21,8 +21,8 @@ import yaml
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from tunelab.tracking.identity import code_drift
-from tunelab.tracking.run import package_versions
+from tunelab.tracking import names
+from tunelab.tracking.identity import code_drift, installed_versions
 from tunelab.tracking.store import client_for, tracking_uri
 from tunelab.train import train
 
@@ -34,9 +34,9 @@ COMPARED = ("train/", "val/", "test/", "params/trainable", "params/total")
 
 def version_drift(run: Run) -> dict[str, tuple[str, str | None]]:
     """Packages whose installed version differs from the one the run recorded."""
-    installed = package_versions()
-    recorded = {k.removeprefix("tunelab.version."): v for k, v in run.data.tags.items()
-                if k.startswith("tunelab.version.")}
+    installed = installed_versions()
+    recorded = {k.removeprefix(names.VERSION_PREFIX): v for k, v in run.data.tags.items()
+                if k.startswith(names.VERSION_PREFIX)}
     return {name: (was, installed.get(name)) for name, was in recorded.items()
             if installed.get(name) != was}
 
@@ -70,9 +70,9 @@ def reproduce(run_id: str, uri: str) -> tuple[str, list[tuple[str, float, float 
     """Re-run `run_id` into a new reproduce run; return its id and the metric comparison."""
     client = client_for(uri)
     source = client.get_run(run_id)
-    if source.data.tags.get("tunelab.run_kind") != "train":
-        raise SystemExit(f"run {run_id} is not a training run (tunelab.run_kind="
-                         f"{source.data.tags.get('tunelab.run_kind')!r})")
+    kind = source.data.tags.get(names.RUN_KIND)
+    if kind != names.TRAIN:
+        raise SystemExit(f"run {run_id} is not a training run ({names.RUN_KIND}={kind!r})")
     for name, (was, now) in version_drift(source).items():
         print(f"warning: {name} was {was} when the run was recorded, {now} is installed; "
               "metrics may differ", file=sys.stderr)
@@ -81,12 +81,12 @@ def reproduce(run_id: str, uri: str) -> tuple[str, list[tuple[str, float, float 
               f"{now or 'unknown'} now; the code that re-runs differs", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="tunelab-reproduce-") as scratch:
         cfg, overrides = recorded_config(source, uri, Path(scratch))
-        train(cfg, overrides, run_kind="reproduce", source_run=run_id)
+        train(cfg, overrides, run_kind=names.REPRODUCE, source_run=run_id)
     [rerun] = client.search_runs([source.info.experiment_id],
-                                 f"tags.`tunelab.source_run` = '{run_id}' and "
-                                 "tags.`tunelab.run_kind` = 'reproduce'",
+                                 f"tags.`{names.SOURCE_RUN}` = '{run_id}' and "
+                                 f"{names.kind_filter(names.REPRODUCE)}",
                                  order_by=["attributes.start_time DESC"], max_results=1)
-    if rerun.data.tags.get("tunelab.config_hash") != source.data.tags.get("tunelab.config_hash"):
+    if rerun.data.tags.get(names.CONFIG_HASH) != source.data.tags.get(names.CONFIG_HASH):
         print("warning: the config hash differs from the source run's: the data read has changed",
               file=sys.stderr)
     return rerun.info.run_id, compare(source.data.metrics, rerun.data.metrics)

@@ -7,13 +7,22 @@ import sys
 from pathlib import Path
 
 import mlflow
-from mlflow import MlflowClient
 
 from tunelab.compare.grouping import grouping, param_frame, resolve_by
 from tunelab.compare.report import DEFAULT_BY, Comparison, compare, write_report
-from tunelab.compare.runs import (CompareError, RunSet, check_store, default_metric,
-                                  default_tracking_uri, load_runs, resolve_experiment,
-                                  with_metric)
+from tunelab.compare.runs import (
+    CompareError,
+    RunSet,
+    check_store,
+    current_client,
+    default_metric,
+    default_tracking_uri,
+    load_runs,
+    resolve_experiment,
+    with_metric,
+)
+from tunelab.tracking import names
+from tunelab.tracking.writer import RunWriter
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,21 +63,17 @@ def check_by(runs: RunSet, by: str) -> None:
 
 def log_comparison(c: Comparison, experiment_id: str, out: Path) -> str:
     """Record the report as the artifacts of a `compare` run beside the runs it compares."""
-    client = MlflowClient()
-    tags = {"tunelab.run_kind": "compare", "tunelab.compare.metric": c.metric,
-            "tunelab.compare.by": c.grouping.by or "", "tunelab.compare.baseline": c.baseline or ""}
+    tags = {names.COMPARE_METRIC: c.metric, names.COMPARE_BY: c.grouping.by or "",
+            names.COMPARE_BASELINE: c.baseline or ""}
     if c.runs.study:
-        tags["tunelab.study_id"] = c.runs.study
-    run = client.create_run(experiment_id, run_name=f"compare-{c.metric.replace('/', '-')}",
-                            tags=tags)
-    run_id = run.info.run_id
-    for key, value in {"metric": c.metric, "by": c.grouping.by, "baseline": c.baseline,
-                       "runs": len(c.tidy), "configurations": len(c.summary),
-                       "excluded": sum(c.runs.excluded.values())}.items():
-        client.log_param(run_id, key, value)
-    client.log_artifacts(run_id, str(out), "report")
-    client.set_terminated(run_id)
-    return run_id
+        tags[names.STUDY_ID] = c.runs.study
+    with RunWriter.create(current_client(), experiment_id, names.COMPARE,
+                          f"compare-{c.metric.replace('/', '-')}", tags) as run:
+        run.log_params({"metric": c.metric, "by": c.grouping.by, "baseline": c.baseline,
+                        "runs": len(c.tidy), "configurations": len(c.summary),
+                        "excluded": sum(c.runs.excluded.values())})
+        run.log_artifacts(out, "report")
+    return run.run_id
 
 
 def run(args: argparse.Namespace) -> tuple[Path, str]:

@@ -1,7 +1,8 @@
 """Which runs a comparison reads, straight from MLflow.
 
 Reads the tracking store through MLflow's client only, so a report works on runs made anywhere
-(another machine, a server, an older tunelab) and never imports training code. Every function
+(another machine, a server, an older tunelab) and never imports training code: tag names and
+the retrying client come from tunelab.tracking's light modules (names, store). Every function
 uses MLflow's current tracking URI: set it once with `mlflow.set_tracking_uri`.
 """
 
@@ -15,8 +16,11 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Experiment
 
-TRAIN_FILTER = "tags.`tunelab.run_kind` = 'train'"
-STUDY_TAG, ARM_TAG, PHASE_TAG = "tunelab.study_id", "tunelab.arm", "tunelab.phase"
+from tunelab.tracking import names
+from tunelab.tracking.store import client_for, embedded_uri
+
+TRAIN_FILTER = names.kind_filter(names.TRAIN)
+STUDY_TAG, ARM_TAG, PHASE_TAG = names.STUDY_ID, names.ARM, names.PHASE     # compare.study's
 
 
 class CompareError(Exception):
@@ -25,7 +29,12 @@ class CompareError(Exception):
 
 def default_tracking_uri() -> str:
     """The embedded store training writes by default: SQLite under ./mlruns/."""
-    return f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+    return embedded_uri()
+
+
+def current_client() -> MlflowClient:
+    """tunelab's retrying client on MLflow's current tracking URI (a sweep may be writing)."""
+    return client_for(mlflow.get_tracking_uri())
 
 
 def check_store(uri: str) -> None:
@@ -36,7 +45,7 @@ def check_store(uri: str) -> None:
 
 def resolve_experiment(name: str | None, study: str | None = None) -> Experiment:
     """`name`; else the experiment holding study `study`; else that of the latest training run."""
-    client = MlflowClient()
+    client = current_client()
     if name is None and study is not None:
         return study_experiment(study)
     if name is not None:
@@ -64,7 +73,7 @@ def study_experiment(study: str) -> Experiment:
         ids = sorted(set(known[f"tags.{STUDY_TAG}"])) if not known.empty else []
         raise CompareError(f"no run of study {study!r} in {mlflow.get_tracking_uri()}; "
                            f"studies: {', '.join(ids) or '(none)'}")
-    return MlflowClient().get_experiment(found[0].info.experiment_id)
+    return current_client().get_experiment(found[0].info.experiment_id)
 
 
 @dataclass
@@ -108,7 +117,7 @@ def load_runs(experiment: Experiment, study: str | None = None) -> RunSet:
                            f"({', '.join(f'{n} {k}' for k, n in excluded.items())})")
     if "params.seed" not in finished.columns:
         raise CompareError(f"runs of {experiment.name!r} record no seed param")
-    hash_col = "tags.tunelab.config_hash"
+    hash_col = f"tags.{names.CONFIG_HASH}"
     if hash_col in finished.columns:
         dup = finished[hash_col].notna() & finished.duplicated(hash_col, keep="first")
         if dup.any():
@@ -153,10 +162,11 @@ def with_metric(runs: RunSet, metric: str) -> RunSet:
 
 
 def metric_mode(runs: RunSet, metric: str) -> str:
-    """'max' or 'min': the task's own mode for its monitor, lower-is-better for losses and ppl."""
-    base = metric.rsplit("/", 1)[-1].removesuffix("_best")
-    if base.endswith("loss") or base == "ppl":
+    """'max' or 'min': lower is better for losses and perplexities (tracking.names' one rule),
+    else the task's own mode for its monitor."""
+    if names.lower_is_better(metric):
         return "min"
+    base = metric.rsplit("/", 1)[-1].removesuffix("_best")
     frame = runs.runs
     if "params.task.mode" in frame.columns and "params.task.monitor" in frame.columns:
         modes = frame.loc[frame["params.task.monitor"] == base, "params.task.mode"].dropna()
@@ -168,7 +178,7 @@ def metric_mode(runs: RunSet, metric: str) -> str:
 def metric_histories(run_ids: list[str], keys: list[str]) -> pd.DataFrame:
     """Every logged value of `keys` for `run_ids`, long form: run_id, key, step, value, and
     timestamp (ms; the wall clock MLflow stamped on each value)."""
-    client = MlflowClient()
+    client = current_client()
     rows = [{"run_id": run_id, "key": key, "step": m.step, "value": m.value,
              "timestamp": m.timestamp}
             for run_id in run_ids for key in keys

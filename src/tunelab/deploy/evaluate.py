@@ -21,17 +21,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import mlflow
 import pandas as pd
 import torch
 from mlflow import MlflowClient
-from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus
+from mlflow.entities import Run
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
@@ -46,7 +43,9 @@ from tunelab.deploy.runs import DeployError, TrainedRun
 from tunelab.models.generative import ExactMatch, GenerativeHead
 from tunelab.models.metrics import task_metrics
 from tunelab.models.qa_metrics import squad_scores
+from tunelab.tracking import names
 from tunelab.tracking.params import config_hash
+from tunelab.tracking.writer import RunWriter
 
 log = logging.getLogger("tunelab")
 
@@ -73,7 +72,7 @@ class EvalData:
         if split not in raw.splits:
             raise DeployError(f"run {trained.run_id}'s data has no {split!r} split; it has "
                               f"{list(raw.splits)} (or give --data-file)")
-        recorded = trained.run.data.tags.get("tunelab.config_hash")
+        recorded = trained.run.data.tags.get(names.CONFIG_HASH)
         if recorded and config_hash(OmegaConf.to_container(cfg), raw.digest) != recorded:
             log.warning("the data read now differs from what run %s read when it trained",
                         trained.run_id)
@@ -244,28 +243,19 @@ def evaluate(client: MlflowClient, run: Run, split: str = "test",
 def record(client: MlflowClient, trained: TrainedRun, source: EvalData,
            metrics: dict[str, float], params: dict[str, object],
            predictions: str | None) -> Run:
-    """A new `eval` run beside the training run, linked to it by `tunelab.source_run`."""
-    tags = {"tunelab.run_kind": "eval", "tunelab.source_run": trained.run_id,
-            "tunelab.source_config_hash": trained.run.data.tags.get("tunelab.config_hash", "")}
+    """A new `eval` run beside the training run, linked to it by `tunelab.source_run`; opened
+    through tracking's RunWriter, so its name, params and dataset input are masked as a training
+    run's are."""
+    tags = {names.SOURCE_RUN: trained.run_id,
+            names.SOURCE_CONFIG_HASH: trained.run.data.tags.get(names.CONFIG_HASH, "")}
     name = f"eval-{trained.run.info.run_name or trained.run_id}-{source.name}"
-    run = client.create_run(trained.run.info.experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
-    try:
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                         params=[Param(k, str(v)) for k, v in params.items()])
+    with RunWriter.create(client, trained.run.info.experiment_id, names.EVAL, name,
+                          tags) as run:
+        run.log_metrics(metrics)
+        run.log_params(params)
         if predictions is not None:
-            client.log_text(run_id, predictions, "predictions.jsonl")
-        hf_source = HuggingFaceDatasetSource(path=source.builder, data_files=source.file,
-                                             split=source.name)
-        entry = mlflow.data.from_huggingface(source.rows, source=hf_source,
-                                             digest=source.digest[:36],
-                                             name=f"{trained.cfg.task.name}-eval")
-        client.log_inputs(run_id, [DatasetInput(entry._to_mlflow_entity(),
-                                                tags=[InputTag("mlflow.data.context", "eval")])])
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    return client.get_run(run_id)
+            run.log_text(predictions, "predictions.jsonl")
+        run.log_input(source.rows, source.builder, source.file, source.digest,
+                      f"{trained.cfg.task.name}-eval", "eval", split=source.name)
+    return client.get_run(run.run_id)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
@@ -27,6 +26,9 @@ from tunelab.deploy.pipeline import Pipeline, input_example, make_pipeline
 from tunelab.deploy.pyfunc import TunelabModel
 from tunelab.deploy.qa import allows_null, reads_token_types
 from tunelab.deploy.runs import DeployError, TrainedRun
+from tunelab.tracking import names
+from tunelab.tracking.identity import installed_versions
+from tunelab.tracking.writer import masked_tags
 
 log = logging.getLogger("tunelab")
 
@@ -48,24 +50,18 @@ class Exported:
 
 
 def lineage_tags(trained: TrainedRun, merged: bool) -> dict[str, str]:
+    """The model's lineage, masked as run tags are (the base can be a local path or Hub id)."""
     cfg, tags = trained.cfg, trained.run.data.tags
-    return {"tunelab.source_run": trained.run_id,
-            "tunelab.config_hash": tags.get("tunelab.config_hash", ""),
-            "tunelab.merged": str(merged).lower(),
-            "tunelab.model": str(cfg.model.name), "tunelab.adapter": str(cfg.adapter.name),
-            "tunelab.task": str(cfg.task.name),
-            "tunelab.base": str(cfg.model.pretrained or
-                                f"{cfg.model.name} config, seed {cfg.seed}")}
+    return masked_tags({names.SOURCE_RUN: trained.run_id,
+                        names.CONFIG_HASH: tags.get(names.CONFIG_HASH, ""),
+                        names.MERGED: str(merged).lower(), names.MODEL: cfg.model.name,
+                        names.ADAPTER: cfg.adapter.name, names.TASK: cfg.task.name,
+                        names.BASE: cfg.model.pretrained or
+                        f"{cfg.model.name} config, seed {cfg.seed}"})
 
 
 def _requirements() -> list[str]:
-    pins = []
-    for name in REQUIREMENTS:
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            continue
-    return pins
+    return [f"{name}=={v}" for name, v in installed_versions(REQUIREMENTS).items()]
 
 
 def _weights_to_log(trained: TrainedRun, merge: bool, folder: Path,
@@ -165,6 +161,6 @@ def export(client: MlflowClient, run: Run, merge: bool = True, register_as: str 
     exported = log_model(client, run, merge)
     if register_as:
         tags = client.get_logged_model(exported.model_id).tags
-        lineage = {k: v for k, v in tags.items() if k.startswith("tunelab.")}
+        lineage = {k: v for k, v in tags.items() if k.startswith(names.PREFIX)}
         exported.registered_uri = register(client, exported, register_as, alias, lineage)
     return exported

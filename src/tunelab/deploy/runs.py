@@ -15,11 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from tunelab import adapters
 from tunelab.deploy.pipeline import unsupported
-from tunelab.tracking.params import MASK
+from tunelab.tracking import names
+from tunelab.tracking.masking import MASK
+from tunelab.tracking.names import lower_is_better
 from tunelab.tracking.store import client_for, tracking_uri
 from tunelab.tracking.weights import run_weights
-
-LOWER_IS_BETTER = ("loss", "ppl")
 
 
 class DeployError(ValueError):
@@ -43,13 +43,13 @@ def finished_train_run(client: MlflowClient, run_id: str) -> Run:
     except MlflowException:
         raise DeployError(f"run {run_id!r} not found in {client.tracking_uri}; list runs with "
                           "`mlflow ui` or pass --tracking-uri for another store") from None
-    kind = run.data.tags.get("tunelab.run_kind")
-    if kind != "train":
-        source = run.data.tags.get("tunelab.source_run")
+    kind = run.data.tags.get(names.RUN_KIND)
+    if kind != names.TRAIN:
+        source = run.data.tags.get(names.SOURCE_RUN)
         hint = f"; its source training run is {source}" if source else ""
         what = f"of kind {kind!r}" if kind else "not a tunelab run"
         raise DeployError(f"run {run_id} is {what}, not a training run (tag "
-                          f"tunelab.run_kind=train){hint}")
+                          f"{names.RUN_KIND}={names.TRAIN}){hint}")
     if run.info.lifecycle_stage == "deleted":
         raise DeployError(f"run {run_id} is deleted; restore it with `mlflow runs restore`")
     if run.info.status != "FINISHED":
@@ -63,22 +63,15 @@ def metric_key(metric: str) -> str:
     return metric if "/" in metric else f"val/{metric}"
 
 
-def lower_is_better(key: str) -> bool:
-    """Direction rule for --best: minimise loss and perplexity keys (`val/loss`, `train/aux_loss`,
-    `val/ppl`, with or without `_best`), maximise everything else (acc, f1, em, ...)."""
-    name = key.rsplit("/", 1)[-1].removesuffix("_best")
-    return name.endswith(LOWER_IS_BETTER)
-
-
 def best_run(client: MlflowClient, experiment: str, metric: str) -> Run:
     """The FINISHED training run of `experiment` with the best value of `metric`; ties go to the
     most recent run, as MLflow's own ordering would have it."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        names = sorted(e.name for e in client.search_experiments())
+        known = sorted(e.name for e in client.search_experiments())
         raise DeployError(f"experiment {experiment!r} not found in {client.tracking_uri}; "
-                          f"it has {names}")
-    finished = "tags.`tunelab.run_kind` = 'train' and attributes.status = 'FINISHED'"
+                          f"it has {known}")
+    finished = f"{names.kind_filter(names.TRAIN)} and attributes.status = 'FINISHED'"
     runs = client.search_runs([found.experiment_id], finished, max_results=50000,
                               order_by=["attributes.start_time DESC"])
     if not runs:

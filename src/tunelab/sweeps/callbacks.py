@@ -24,13 +24,20 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from mlflow.entities import Run, RunTag
+from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from tunelab.tracking.params import mask_text
-from tunelab.tracking.store import (artifact_root, client_for, experiment_id, sweep_parent,
-                                    tracking_uri)
+from tunelab.tracking import names
+from tunelab.tracking.masking import mask_text
+from tunelab.tracking.store import (
+    artifact_root,
+    client_for,
+    experiment_id,
+    sweep_parent,
+    tracking_uri,
+)
 from tunelab.tracking.summary import FailedJob, sweep_summary
+from tunelab.tracking.writer import RunWriter
 
 SWEEP_ENV = "TUNELAB_SWEEP_ID"
 STATE_DIR = ".tunelab"          # inside the sweep folder: the sweep id and one record per job
@@ -60,7 +67,7 @@ def sweep_key(config: DictConfig) -> str:
 def parent_kind(config: DictConfig) -> str:
     """The parent run's tunelab.run_kind: `study` under hydra/sweeper=study (it also records each
     arm's tuned values), `sweep` for any other multirun."""
-    return "study" if "trials_per_arm" in config.hydra.sweeper else "sweep"
+    return names.STUDY if "trials_per_arm" in config.hydra.sweeper else names.SWEEP
 
 
 def picklable(error: BaseException) -> BaseException:
@@ -88,8 +95,8 @@ def failed_jobs(failed: list[dict], unfinished: list[Run]) -> list[FailedJob]:
             for r in failed]
     named = {job.overrides for job in jobs}
     return jobs + [FailedJob(f"run {r.info.run_name} ({r.info.run_id})",
-                             r.data.tags.get("tunelab.overrides", ""), r.info.status)
-                   for r in unfinished if r.data.tags.get("tunelab.overrides") not in named]
+                             r.data.tags.get(names.OVERRIDES, ""), r.info.status)
+                   for r in unfinished if r.data.tags.get(names.OVERRIDES) not in named]
 
 
 def planned_jobs(config: DictConfig) -> int | None:
@@ -127,18 +134,15 @@ class SweepCallback(Callback):
         self._exp = experiment_id(client, config.tracking.experiment,
                                   artifact_root(self._uri, config.paths.mlruns_dir))
         kind = parent_kind(config)
-        tags = {"tunelab.run_kind": kind, "tunelab.sweep_id": sweep_id,
-                "tunelab.overrides": mask_text(" ".join(config.hydra.overrides.task)),
-                "tunelab.sweep_dir": str(sweep_dir), "tunelab.sweep_status": "running"}
+        tags = {names.SWEEP_ID: sweep_id, names.OVERRIDES: " ".join(config.hydra.overrides.task),
+                names.SWEEP_DIR: str(sweep_dir), names.SWEEP_STATUS: "running"}
         earlier = sweep_parent(client, self._exp, sweep_id, kind)
         if earlier:
-            self._run_id = earlier
-            client.update_run(self._run_id, status="RUNNING")
-            client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self._run_id = RunWriter.reopen(client, earlier, {names.RUN_KIND: kind, **tags}).run_id
             log.info("sweep %s: rejoining parent run %s", sweep_id, self._run_id)
         else:
-            self._run_id = client.create_run(self._exp, run_name=f"{kind}-{sweep_id}",
-                                             tags=tags).info.run_id
+            self._run_id = RunWriter.create(client, self._exp, kind, f"{kind}-{sweep_id}",
+                                            tags).run_id
         self._sweep_id, self._sweep_dir, self._closed = sweep_id, sweep_dir, False
         self._metric, self._mode = f"val/{config.task.monitor}", str(config.task.mode)
         planned = planned_jobs(config)
@@ -185,17 +189,18 @@ class SweepCallback(Callback):
         records = job_records(self._sweep_dir)
         failed = [r for r in records if r["status"] == "FAILED"]
         client = client_for(self._uri)
-        runs = client.search_runs([self._exp], f"tags.`tunelab.sweep_id` = '{self._sweep_id}' "
-                                               "and tags.`tunelab.run_kind` = 'train'")
+        runs = client.search_runs([self._exp], f"tags.`{names.SWEEP_ID}` = '{self._sweep_id}' "
+                                               f"and {names.kind_filter(names.TRAIN)}")
         unfinished = [r for r in runs if r.info.status != "FINISHED"]
         status = "FAILED" if failed or (unfinished and not stopped) else \
             "KILLED" if stopped else "FINISHED"
         log.info("sweep %s: %d jobs ran, %d failed", self._sweep_id, len(records), len(failed))
         print(sweep_summary(client, self._uri, self._run_id, runs, self._metric, self._mode,
                             failed_jobs(failed, unfinished)), flush=True)
-        tags = [RunTag("tunelab.sweep_status", status.lower())]
+        parent = RunWriter(client, self._run_id)
+        tags = {names.SWEEP_STATUS: status.lower()}
         if failed:
-            tags.append(RunTag("tunelab.failed_jobs", ",".join(str(r["num"]) for r in failed)))
-        client.log_batch(self._run_id, tags=tags)
-        client.set_terminated(self._run_id, status)
+            tags[names.FAILED_JOBS] = ",".join(str(r["num"]) for r in failed)
+        parent.tag(tags)
+        parent.finish(status)
         return bool(failed or unfinished)

@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +33,23 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.utils import JobReturn, JobStatus
-from mlflow.entities import Metric, Param, RunTag
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from tunelab.budget import budget_kind, budget_limits
 from tunelab.config import ConfigError, check_config
 from tunelab.config.schema import SEARCH_KEY
 from tunelab.sweeps.callbacks import SWEEP_ENV, sweep_key
-from tunelab.tracking.params import mask_text
-from tunelab.tracking.store import (artifact_root, client_for, experiment_id, sweep_parent,
-                                    tracking_uri)
+from tunelab.tracking import names
+from tunelab.tracking.masking import mask_text
+from tunelab.tracking.store import (
+    artifact_root,
+    client_for,
+    experiment_id,
+    sweep_parent,
+    tracking_uri,
+)
+from tunelab.tracking.writer import RunWriter
 
 log = logging.getLogger("tunelab.sweeps.study")
 Launch = Callable[[Sequence[Sequence[str]]], Sequence[JobReturn]]
@@ -306,9 +312,9 @@ class Study:
         """The search phase: batches of n_jobs trials, the arms taking turns, so parallel
         workers stay busy however few trials each arm has left."""
         base = self.settings.study_name or f"tunelab-{self.study_id}"
-        names = {arm.label: f"{base}:{arm.slug}" if self.settings.study else base
-                 for arm in arms}
-        studies = {arm.label: open_study(names[arm.label], self.storage, arm,
+        optuna_names = {arm.label: f"{base}:{arm.slug}" if self.settings.study else base
+                        for arm in arms}
+        studies = {arm.label: open_study(optuna_names[arm.label], self.storage, arm,
                                          self.settings.sampler) for arm in arms}
         todo = {arm.label: self.settings.trials - len(completed(studies[arm.label]))
                 for arm in arms}
@@ -357,33 +363,33 @@ class Study:
             results[arm.label]["confirm"] = self._confirm_metrics(arm)
 
     # ---- the parent run ---------------------------------------------------------------------
-    def _parent(self):
+    def _parent(self) -> tuple[MlflowClient, str, RunWriter | None]:
+        """The store, the experiment and the parent run SweepCallback opened (if it did)."""
         client = client_for(self.uri)
         exp = experiment_id(client, self.config.tracking.experiment,
                             artifact_root(self.uri, self.config.paths.mlruns_dir))
-        kind = "study" if self.settings.study else "sweep"
-        return client, exp, sweep_parent(client, exp, self.study_id, kind)
+        kind = names.STUDY if self.settings.study else names.SWEEP
+        parent = sweep_parent(client, exp, self.study_id, kind)
+        return client, exp, None if parent is None else RunWriter(client, parent)
 
     def _record_plan(self, arms: list[Arm]) -> None:
-        client, _, parent = self._parent()
+        _, _, parent = self._parent()
         if parent is None or not self.settings.study:
             return
         limits = arms[0].budget
-        tags = {"tunelab.study_id": self.study_id,
-                "tunelab.study.arms": json.dumps([a.label for a in arms]),
-                "tunelab.study.trials_per_arm": str(self.settings.trials),
-                "tunelab.study.seeds": str(self.settings.seeds),
-                "tunelab.study.budget": json.dumps(limits),
-                "tunelab.study.budget_kind": budget_kind(limits),
-                "tunelab.study.storage": mask_text(self.storage)}
-        client.log_batch(parent, tags=[RunTag(k, v) for k, v in tags.items()])
-        client.log_dict(parent, {a.label: a.spec for a in arms}, "study/spaces.json")
+        plan = {"arms": json.dumps([a.label for a in arms]),
+                "trials_per_arm": str(self.settings.trials), "seeds": str(self.settings.seeds),
+                "budget": json.dumps(limits), "budget_kind": budget_kind(limits),
+                "storage": self.storage}
+        parent.tag({names.STUDY_ID: self.study_id,
+                    **{f"{names.STUDY_PLAN_PREFIX}{k}": v for k, v in plan.items()}})
+        parent.log_dict({a.label: a.spec for a in arms}, "study/spaces.json")
 
     def _confirm_metrics(self, arm: Arm) -> dict[str, dict[str, float]]:
         client, exp, _ = self._parent()
         runs = client.search_runs(
-            [exp], f"tags.`tunelab.study_id` = '{self.study_id}' and "
-                   f"tags.`tunelab.phase` = 'confirm' and tags.`tunelab.arm` = '{arm.label}'")
+            [exp], f"tags.`{names.STUDY_ID}` = '{self.study_id}' and "
+                   f"tags.`{names.PHASE}` = 'confirm' and tags.`{names.ARM}` = '{arm.label}'")
         return {r.data.params["seed"]: {k: v for k, v in r.data.metrics.items()
                                         if k.startswith(("val/", "test/"))} for r in runs}
 
@@ -397,20 +403,18 @@ class Study:
                            out / "optimization_results.yaml")
             return
         OmegaConf.save(OmegaConf.create(results), out / "study_results.yaml")
-        client, _, parent = self._parent()
+        _, _, parent = self._parent()
         if parent is None:
             return
-        params, metrics, now = [], [], int(time.time() * 1000)
+        params, metrics = {}, {}
         for arm in arms:
             found = results[arm.label]
-            params += [Param(f"tuned/{arm.slug}/{k}", str(v))
-                       for k, v in found["best_params"].items()]
-            metrics.append(Metric(f"search/{arm.slug}/val_{arm.monitor}_best",
-                                  found["best_value"], now, 0))
+            params.update({f"tuned/{arm.slug}/{k}": v for k, v in found["best_params"].items()})
+            metrics[f"search/{arm.slug}/val_{arm.monitor}_best"] = found["best_value"]
             tests = [m[f"test/{arm.monitor}"] for m in found["confirm"].values()
                      if f"test/{arm.monitor}" in m]
             if tests:
-                metrics.append(Metric(f"confirm/{arm.slug}/test_{arm.monitor}_mean",
-                                      sum(tests) / len(tests), now, 0))
-        client.log_batch(parent, params=params, metrics=metrics)
-        client.log_dict(parent, results, "study/results.json")
+                metrics[f"confirm/{arm.slug}/test_{arm.monitor}_mean"] = sum(tests) / len(tests)
+        parent.log_params(params)
+        parent.log_metrics(metrics)
+        parent.log_dict(results, "study/results.json")

@@ -8,41 +8,31 @@ Only rank 0 opens runs; other ranks get a TrackedRun that logs nothing.
 
 from __future__ import annotations
 
-import json
 import os
-import traceback
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import mlflow
-from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 import yaml
-from mlflow.entities import Param, RunStatus, RunTag
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from omegaconf import DictConfig
 
+from tunelab.tracking import names
 from tunelab.tracking import params as P
-from tunelab.tracking.identity import code_identity
+from tunelab.tracking.identity import code_identity, installed_versions
 from tunelab.tracking.interrupts import CtrlC
 from tunelab.tracking.logger import RunLogger, StepClock
+from tunelab.tracking.masking import mask_text
 from tunelab.tracking.perf import CostMeter
-from tunelab.tracking.store import (artifact_root, client_for, experiment_id, sweep_parent,
-                                    tracking_uri)
+from tunelab.tracking.store import (
+    artifact_root,
+    client_for,
+    experiment_id,
+    sweep_parent,
+    tracking_uri,
+)
+from tunelab.tracking.writer import RunWriter
 
-PACKAGES = ("tunelab", "torch", "transformers", "peft", "lightning", "mlflow", "datasets",
-            "hydra-core", "torchmetrics")
 RESUMABLE = ("FAILED", "KILLED", "RUNNING", "SCHEDULED")
-
-
-def package_versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def is_rank_zero() -> bool:
@@ -68,7 +58,7 @@ class TrackedRun:
     status: str = "new"                 # new | resumed | skipped
     plain: dict = field(default_factory=dict)
     config_hash: str = ""
-    run_kind: str = "train"             # train | reproduce: only train runs are found by hash
+    run_kind: str = names.TRAIN         # train | reproduce: only train runs are found by hash
     source_run: str | None = None       # the run a reproduce re-runs (tag tunelab.source_run)
 
     def __post_init__(self) -> None:
@@ -79,6 +69,7 @@ class TrackedRun:
         self.uri = tracking_uri(self.cfg.tracking.uri, self.cfg.paths.mlruns_dir)
         self.active = is_rank_zero()
         self.client = client_for(self.uri) if self.active else None
+        self.writer: RunWriter | None = None      # set once a run is created or resumed
         self._logger: RunLogger | None = None
         self.ctrl_c = CtrlC()
         self.system_metrics: SystemMetricsMonitor | None = None
@@ -94,67 +85,59 @@ class TrackedRun:
         exp = experiment_id(self.client, self.cfg.tracking.experiment,
                             artifact_root(self.uri, self.cfg.paths.mlruns_dir))
         previous = self.client.search_runs(
-            [exp], f"tags.`tunelab.config_hash` = '{self.config_hash}' "
-                   "and tags.`tunelab.run_kind` = 'train'",
+            [exp], f"tags.`{names.CONFIG_HASH}` = '{self.config_hash}' "
+                   f"and {names.kind_filter(names.TRAIN)}",
             order_by=["attributes.start_time DESC"], max_results=1) \
-            if self.run_kind == "train" else []
+            if self.run_kind == names.TRAIN else []
         if previous and previous[0].info.status == "FINISHED" and \
                 self.cfg.tracking.on_finished == "skip":
             self.run_id, self.status = previous[0].info.run_id, "skipped"
             return self
         if previous and previous[0].info.status in RESUMABLE:
             self.run_id, self.status = previous[0].info.run_id, "resumed"
-            self.client.update_run(self.run_id, status="RUNNING")
-            self._tag({"tunelab.resumed": "true"})
-            if "tunelab.error" in previous[0].data.tags:
-                self.client.delete_tag(self.run_id, "tunelab.error")
+            self.writer = RunWriter.reopen(self.client, self.run_id, {names.RESUMED: "true"})
+            if names.ERROR in previous[0].data.tags:
+                self.writer.untag(names.ERROR)
             return self
-        run = self.client.create_run(exp, run_name=P.mask_text(self.cfg.tracking.run_name or
-                                                               default_run_name(self.cfg)),
-                                     tags=self._tags(exp))
-        self.run_id = run.info.run_id
+        self.writer = RunWriter.create(self.client, exp, self.run_kind,
+                                       self.cfg.tracking.run_name or default_run_name(self.cfg),
+                                       self._tags(exp))
+        self.run_id = self.writer.run_id
         self._log_config()
         return self
 
     def _tags(self, exp: str) -> dict[str, str]:
-        tags = {"tunelab.run_kind": self.run_kind, "tunelab.config_hash": self.config_hash,
-                "tunelab.overrides": P.mask_text(" ".join(self.overrides)),
-                "tunelab.checkpoint_dir": P.mask_text(str(self.checkpoint_dir)),
-                **{f"tunelab.version.{k}": v for k, v in package_versions().items()},
+        tags = {names.CONFIG_HASH: self.config_hash, names.OVERRIDES: " ".join(self.overrides),
+                names.CHECKPOINT_DIR: str(self.checkpoint_dir),
+                **{f"{names.VERSION_PREFIX}{k}": v for k, v in installed_versions().items()},
                 **code_identity()}
-        if "tunelab.code.commit" in tags:     # the UI's commit column: tunelab's, not the cwd's
-            tags["mlflow.source.git.commit"] = tags["tunelab.code.commit"]
+        if names.CODE_COMMIT in tags:     # the UI's commit column: tunelab's, not the cwd's
+            tags[names.GIT_COMMIT] = tags[names.CODE_COMMIT]
         if self.source_run:
-            tags["tunelab.source_run"] = self.source_run
+            tags[names.SOURCE_RUN] = self.source_run
         study = self.cfg.get("study")
         if study is not None:       # hydra/sweeper=study sets these on each of its runs
-            tags.update({"tunelab.study_id": study.id, "tunelab.arm": study.arm,
-                         "tunelab.phase": study.phase})
+            tags.update({names.STUDY_ID: study.id, names.ARM: study.arm,
+                         names.PHASE: study.phase})
         if self.sweep_id:
-            tags["tunelab.sweep_id"] = self.sweep_id
+            tags[names.SWEEP_ID] = self.sweep_id
             parent = sweep_parent(self.client, exp, self.sweep_id,
-                                  "study" if study is not None else "sweep")
+                                  names.STUDY if study is not None else names.SWEEP)
             if parent:
-                tags["mlflow.parentRunId"] = parent
+                tags[names.PARENT_RUN] = parent
         return tags
 
     def tag(self, tags: dict[str, str]) -> None:
         """Set tags on the run from rank 0 (other ranks log nothing)."""
-        if self.active and self.run_id is not None and tags:
-            self._tag(tags)
-
-    def _tag(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        if self.writer is not None:
+            self.writer.tag(tags)
 
     def _log_config(self) -> None:
-        device = {"hardware.resolved.device_model": self.hardware["device_model"]}
-        params = [Param(k, v) for k, v in {**P.flatten(self.plain), **device}.items()
-                  if self.run_kind == "train"]
-        for start in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[start:start + 100])
-        self.client.log_text(self.run_id, yaml.safe_dump(self.plain, sort_keys=False),
-                             "config/config.yaml")
-        self.client.log_text(self.run_id, yaml.safe_dump([P.mask_text(o) for o in self.overrides]),
+        if self.run_kind == names.TRAIN:    # only train runs carry the training params
+            device = {"hardware.resolved.device_model": self.hardware["device_model"]}
+            self.writer.log_params({**P.flatten(self.plain), **device})
+        self.writer.log_text(yaml.safe_dump(self.plain, sort_keys=False), "config/config.yaml")
+        self.writer.log_text(yaml.safe_dump([mask_text(o) for o in self.overrides]),
                              "config/overrides.yaml")
 
     # ---- during the run ----------------------------------------------------------------------
@@ -179,36 +162,27 @@ class TrackedRun:
                 for key in run.data.metrics}
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        if self.active:
-            batch = self.logger().unrecorded(metrics, step)   # a resumed run: no step twice
-            if batch:
-                self.client.log_batch(self.run_id, metrics=batch)
+        if self.writer is not None:     # a resumed run: no step twice
+            self.writer.log_metrics(self.logger().unrecorded(metrics, step))
 
     def log_params(self, params: dict[str, object]) -> None:
-        if self.active and self.status != "resumed" and self.run_kind == "train":
-            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        if self.writer is not None and self.status != "resumed" and self.run_kind == names.TRAIN:
+            self.writer.log_params(params)
 
     def log_dict(self, data: dict, path: str) -> None:
-        if self.active:
-            self.client.log_text(self.run_id, json.dumps(data, indent=2), path)
+        if self.writer is not None:
+            self.writer.log_dict(data, path)
 
     def log_artifacts(self, folder: Path, path: str) -> None:
-        if self.active:
-            self.client.log_artifacts(self.run_id, str(folder), path)
+        if self.writer is not None:
+            self.writer.log_artifacts(folder, path)
 
     def log_input(self, dataset, path: str, data_files: str | None, digest: str,
                   context: str) -> None:
-        """Record the data read as an MLflow dataset input (the UI's Datasets column):
-        `path` is the Hub id or the `datasets` builder that read `data_files`."""
-        if not self.active or self.status == "resumed":
-            return
-        source = HuggingFaceDatasetSource(path=P.mask_text(path), split=context,
-                                          data_files=data_files and P.mask_text(data_files))
-        entry = mlflow.data.from_huggingface(dataset, source=source, digest=digest[:36],
-                                             name=f"{self.cfg.task.name}-{context}")
-        tags = [mlflow.entities.InputTag("mlflow.data.context", context)]
-        self.client.log_inputs(self.run_id, [mlflow.entities.DatasetInput(
-            entry._to_mlflow_entity(), tags=tags)])
+        """Record the split `context` as a dataset input, once (a resumed run has it)."""
+        if self.writer is not None and self.status != "resumed":
+            self.writer.log_input(dataset, path, data_files, digest,
+                                  f"{self.cfg.task.name}-{context}", context)
 
     def final_metric(self, key: str) -> float | None:
         if not self.active or self.run_id is None:
@@ -231,7 +205,7 @@ class TrackedRun:
         late = exc is None and self.ctrl_c.pressed
         if late:    # Ctrl-C after the last batch boundary still ends the run KILLED, non-zero
             exc_type, exc, tb = KeyboardInterrupt, KeyboardInterrupt("after the last step"), None
-        if self.active and self.run_id is not None:
+        if self.writer is not None:
             self._close(exc_type, exc, tb)
         if late:
             raise exc
@@ -253,14 +227,6 @@ class TrackedRun:
         if self._logger is not None:
             self._logger.flush()
         if exc is None:
-            self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+            self.writer.finish()
         else:
-            if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
-                # Lightning turns Ctrl-C into sys.exit(1): the run was killed, not failed
-                exc = exc.__context__
-                exc_type, tb = KeyboardInterrupt, exc.__traceback__
-            killed = isinstance(exc, KeyboardInterrupt)
-            error = P.mask_text("".join(traceback.format_exception(exc_type, exc, tb)))
-            self._tag({"tunelab.error": P.mask_text(f"{exc_type.__name__}: {exc}")[:4900]})
-            self.client.log_text(self.run_id, error, "error.txt")
-            self.client.set_terminated(self.run_id, "KILLED" if killed else "FAILED")
+            self.writer.fail(exc_type, exc, tb)

@@ -27,19 +27,23 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.file_utils import ExclusiveFileLock
 from sqlalchemy.exc import SQLAlchemyError
 
+from tunelab.tracking import names
+
 LOCK_RETRIES = 12
-# MLflow 3's UI opens an experiment in the view its kind names; without the tag it guesses and
-# shows the GenAI view (traces). "custom_model_development" is its "Machine learning" kind.
-EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def embedded_uri(mlruns_dir: str = "mlruns") -> str:
+    """The embedded store's URI: SQLite under ./mlruns/ (never the file store); creates nothing,
+    so a reader (tunelab-compare) can tell a missing store from an empty one."""
+    return f"sqlite:///{Path(mlruns_dir).resolve() / 'mlflow.db'}"
 
 
 def tracking_uri(uri: str | None, mlruns_dir: str = "mlruns") -> str:
-    """`uri` as given, or the embedded default: SQLite under ./mlruns/ (never the file store)."""
+    """`uri` as given, or the embedded default, its folder created for the writer."""
     if uri:
         return uri
-    root = Path(mlruns_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    Path(mlruns_dir).resolve().mkdir(parents=True, exist_ok=True)
+    return embedded_uri(mlruns_dir)
 
 
 def artifact_root(uri: str, mlruns_dir: str = "mlruns") -> str | None:
@@ -130,23 +134,23 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
     for _ in range(5):
         found = client.get_experiment_by_name(name)
         if found is not None:
-            if EXPERIMENT_KIND_TAG not in found.tags:
-                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
-                                          EXPERIMENT_KIND)
+            if names.EXPERIMENT_KIND_TAG not in found.tags:
+                client.set_experiment_tag(found.experiment_id, names.EXPERIMENT_KIND_TAG,
+                                          names.EXPERIMENT_KIND)
             return found.experiment_id
         try:
             return client.create_experiment(name, artifact_location=artifact_location,
-                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                            tags={names.EXPERIMENT_KIND_TAG: names.EXPERIMENT_KIND})
         except MlflowException:
             time.sleep(0.2)
     raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
 
 
 def sweep_parent(client: MlflowClient, experiment: str, sweep_id: str,
-                 kind: str = "sweep") -> str | None:
+                 kind: str = names.SWEEP) -> str | None:
     """The run id of a sweep's parent run (the first one, if a rerun ever made two); `kind` is
     its tunelab.run_kind: `study` for hydra/sweeper=study."""
-    runs = client.search_runs([experiment], f"tags.`tunelab.sweep_id` = '{sweep_id}' and "
-                                            f"tags.`tunelab.run_kind` = '{kind}'",
+    runs = client.search_runs([experiment], f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and "
+                                            f"{names.kind_filter(kind)}",
                               order_by=["attributes.start_time ASC"], max_results=1)
     return runs[0].info.run_id if runs else None

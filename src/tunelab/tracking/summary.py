@@ -12,6 +12,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from tabulate import tabulate
 
+from tunelab.tracking import names
+
 UI_HOST, UI_PORT = "127.0.0.1", 5000
 # MLflow 3.17's UI picks its view (GenAI or model training) from this URL parameter, else from
 # the browser's last choice (GenAI at first); the experiment's mlflow.experimentKind tag, which
@@ -104,14 +106,14 @@ def ranked(runs: list[Run], metric: str, mode: str) -> list[Run]:
 
 def varying_overrides(runs: list[Run]) -> dict[str, str]:
     """Each run's overrides less those every run shares: what tells the jobs apart."""
-    split = {r.info.run_id: r.data.tags.get("tunelab.overrides", "").split() for r in runs}
+    split = {r.info.run_id: r.data.tags.get(names.OVERRIDES, "").split() for r in runs}
     shared = set.intersection(*map(set, split.values())) if len(split) > 1 else set()
     return {rid: " ".join(o for o in ovs if o not in shared) for rid, ovs in split.items()}
 
 
 def compare_command(client: MlflowClient, uri: str, parent: Run, metric: str) -> str:
     """The tunelab-compare command for this sweep's (or study's) runs."""
-    study = parent.data.tags.get("tunelab.study_id")
+    study = parent.data.tags.get(names.STUDY_ID)
     scope = f"--study {study}" if study else \
         f"--experiment {shlex.quote(client.get_experiment(parent.info.experiment_id).name)}"
     return (f"tunelab-compare {scope} --tracking-uri {shlex.quote(shown_uri(uri))} "
