@@ -342,7 +342,7 @@ class Study:
                      best.params)
             results[arm.label] = {"best_params": dict(best.params), "best_value": best.value,
                                   "trials": len(completed(studies[arm.label])),
-                                  "optuna_study": names[arm.label]}
+                                  "optuna_study": optuna_names[arm.label]}
         return results
 
     def _confirm(self, arms: list[Arm], fixed: list[str], results: dict[str, Any]) -> None:
