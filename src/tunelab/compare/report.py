@@ -24,6 +24,7 @@ from tunelab.compare.stats import (COSTS, MIN_CI_PAIRS, BUDGET_AXES, budget_curv
                                    natural_order, paired_deltas, pareto_table, point_scale, prices,
                                    summarize, tidy, unpaired)
 from tunelab.compare.study import Study, studies
+from tunelab.tracking import names
 
 # ("h1" | "h2" | "h3" | "p", text), ("table", DataFrame) or ("img", (file name, PNG bytes))
 Block = tuple[str, object]
@@ -84,7 +85,7 @@ def compare(runs: RunSet, metric: str, by: str = DEFAULT_BY,
     summary = summarize(per_run, metric, g)
     keys = curve_keys(metric)
     histories = metric_histories(per_run.run_id.tolist(), keys + list(BUDGET_AXES))
-    monitor = metric.rsplit("/", 1)[-1].removesuffix("_best")
+    monitor = names.metric_name(metric)
     return Comparison(runs, metric, mode, g, base, per_run, summary,
                       paired_deltas(per_run, metric, g, base), unpaired(per_run, g, base),
                       decision(per_run, summary, metric, mode), prices(summary, metric, mode),

@@ -166,7 +166,7 @@ def metric_mode(runs: RunSet, metric: str) -> str:
     else the task's own mode for its monitor."""
     if names.lower_is_better(metric):
         return "min"
-    base = metric.rsplit("/", 1)[-1].removesuffix("_best")
+    base = names.metric_name(metric)
     frame = runs.runs
     if "params.task.mode" in frame.columns and "params.task.monitor" in frame.columns:
         modes = frame.loc[frame["params.task.monitor"] == base, "params.task.mode"].dropna()

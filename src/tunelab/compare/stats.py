@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from tunelab.compare.grouping import UNSET, Grouping, short
+from tunelab.tracking import names
 
 # What each configuration costs, in the order the report shows them; shown where recorded.
 COSTS = {
@@ -157,7 +158,7 @@ def unpaired(per_run: pd.DataFrame, g: Grouping, baseline: str | None) -> int:
 
 def point_scale(metric: str) -> float:
     """Units per point of the metric: a percentage point for fractions, else one unit."""
-    return 100.0 if metric.rsplit("/", 1)[-1].removesuffix("_best") in FRACTIONS else 1.0
+    return 100.0 if names.metric_name(metric) in FRACTIONS else 1.0
 
 
 def shared_budget(per_run: pd.DataFrame) -> str:

@@ -62,7 +62,13 @@ def kind_filter(kind: str) -> str:
     return f"tags.`{RUN_KIND}` = '{kind}'"
 
 
+def metric_name(key: str) -> str:
+    """The task metric a logged key reports: `val/f1_best` and `search/lora/val_f1` name `f1`'s
+    kin by their last segment, without the `_best` suffix (`f1`, `val_f1`)."""
+    return key.rsplit("/", 1)[-1].removesuffix("_best")
+
+
 def lower_is_better(key: str) -> bool:
     """The one direction rule: loss and perplexity keys (`val/loss`, `train/aux_loss`, `val/ppl`,
     with or without `_best`) are minimised, every other task metric (acc, f1, em) maximised."""
-    return key.rsplit("/", 1)[-1].removesuffix("_best").endswith(LOWER_IS_BETTER)
+    return metric_name(key).endswith(LOWER_IS_BETTER)
