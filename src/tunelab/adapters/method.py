@@ -20,15 +20,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from omegaconf import DictConfig
-from peft import PeftConfig, PeftType, get_peft_model
 
 from tunelab import tasks
-from tunelab.adapters.compat import restore_past_key_values
 from tunelab.config.errors import ConfigError
+
+if TYPE_CHECKING:       # peft loads with a peft method's module, never for full, head or bitfit
+    from peft import PeftConfig
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,11 @@ class AdapterMethod:
 class PeftMethod(AdapterMethod):
     """A method peft implements: the fields marked for peft, under peft's names, plus `fixed`,
     make the `config_class` instance that `get_peft_model` applies."""
-    config_class: ClassVar[type[PeftConfig]]
-    peft_type: ClassVar[PeftType]
+    # Plain `type` and `str` (a PeftType is a str enum): OmegaConf reads a method's annotations
+    # when it binds the settings, and peft is not imported here (see the module's imports).
+    config_class: ClassVar[type]
+    """The peft config class (`peft.LoraConfig`)."""
+    peft_type: ClassVar[str]
     """What peft records in adapter_config.json: how a saved adapter finds its merge rule."""
     fixed: ClassVar[dict[str, Any]] = {}
     """peft arguments this method always sets (what makes DoRA a LoRA variant)."""
@@ -121,4 +125,8 @@ class PeftMethod(AdapterMethod):
                                  **self.placement(net, model, task))
 
     def apply(self, net: torch.nn.Module, model: DictConfig, task: DictConfig) -> torch.nn.Module:
+        from peft import get_peft_model
+
+        from tunelab.adapters.compat import restore_past_key_values
+
         return restore_past_key_values(get_peft_model(net, self.peft_config(net, model, task)))
