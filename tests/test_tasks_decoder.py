@@ -285,3 +285,25 @@ def test_smollm2_generative_qa_lora_beats_the_model_it_started_from(tiny_cfg, cl
               f"{time.perf_counter() - start:.0f}s")
     assert run.info.status == "FINISHED" and tuned == pytest.approx(f1[-1])
     assert f1[-1] > untrained + 0.1, (untrained, f1)
+
+
+@pytest.mark.slow
+def test_smollm2_full_fine_tune_saves_weights_that_reload(tiny_cfg, client):
+    """The GGUF preset loads dequantized to float; a full fine-tune must save and reload those
+    weights (transformers leaves its GGUF quantizer on the model, which refuses to save)."""
+    cfg = tiny_cfg("model=smollm2-135m", "task=sentiment", "adapter=full", "data.batch_size=2",
+                   "data.synthetic.train_size=8", "data.synthetic.eval_size=4",
+                   "data.max_length=32", "trainer.max_steps=2")
+    train(cfg)
+    [run] = train_runs(client)
+    assert run.info.status == "FINISHED"
+    weights = Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="weights", tracking_uri=cfg.tracking.uri))
+    checked, _, _, tokenizer, _ = _encoded(cfg)
+    base = models.load_model(checked.model, checked.task, None, tokenizer)
+    tuned = models.load_model(checked.model, checked.task, None, tokenizer, weights=str(weights))
+    assert getattr(tuned, "hf_quantizer", None) is None
+    assert "quantization_config" not in tuned.config.to_dict()
+    changed = [name for (name, p), q in zip(base.named_parameters(), tuned.parameters())
+               if not torch.equal(p, q)]
+    assert changed, "the saved weights are the trained ones, not the base's"

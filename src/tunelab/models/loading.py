@@ -113,6 +113,17 @@ def skeleton(model: DictConfig, task: DictConfig) -> torch.nn.Module:
         return auto_class(task, model.family).from_config(config)
 
 
+def _forget_dequantized_gguf(net: torch.nn.Module) -> None:
+    """transformers' GGUF loader dequantizes every weight to float, but for architectures on its
+    legacy path it leaves the GGUF quantizer on the model: `save_pretrained` then refuses the
+    trained network ("quantized with gguf and is not serializable") and the model reads as
+    quantized to every library that checks. With no quantized tensor left, the quantizer is
+    dropped by transformers' own `remove_quantization_config`."""
+    quantizer = getattr(net, "hf_quantizer", None)
+    if quantizer is not None and all(p.is_floating_point() for p in net.parameters()):
+        quantizer.remove_quantization_config(net)
+
+
 def _build(model: DictConfig, task: DictConfig, labels: list[str] | None,
            tokenizer: PreTrainedTokenizerBase, weights: str | None) -> torch.nn.Module:
     if weights is not None and adapters.is_adapter_folder(weights):
@@ -132,6 +143,8 @@ def _build(model: DictConfig, task: DictConfig, labels: list[str] | None,
         with _reading_gguf(model, "weights (dequantizing)"):
             net = cls.from_pretrained(resolve(model.pretrained), **_hub_kwargs(model),
                                       **head_kwargs)
+        if model.gguf_file:
+            _forget_dequantized_gguf(net)
     else:
         arch = OmegaConf.to_container(model.config, resolve=True)
         config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer),
