@@ -1,15 +1,15 @@
-"""The baseline a user would write by hand: a plain PyTorch loop over MiniLM (+ peft LoRA)."""
+"""The baseline a user would write by hand: a plain PyTorch loop over MiniLM or SmolLM2 (+ peft
+LoRA)."""
 
 from __future__ import annotations
 
 import _common  # noqa: F401  (records the process start first)
-import time
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from _common import StepTimer, collator, prepare, report
+from _common import StepTimer, collator, prepare, report, test_metrics
 
 
 def main() -> None:
@@ -34,18 +34,7 @@ def main() -> None:
             timer.step(batch)
             if timer.steps == args.steps:
                 break
-    result = timer.result()
-    model.eval()
-    correct = total = 0
-    start = time.perf_counter()
-    with torch.no_grad():
-        for batch in DataLoader(data["test"], batch_size=2 * args.batch, collate_fn=collate):
-            logits = model(**batch).logits
-            correct += int((logits.argmax(-1) == batch["labels"]).sum())
-            total += len(batch["labels"])
-    result["eval_samples_per_sec"] = total / (time.perf_counter() - start)
-    result["test_acc"] = correct / total
-    report(result)
+    report(timer.result() | test_metrics(model, data, collate, 2 * args.batch))
 
 
 if __name__ == "__main__":
