@@ -53,7 +53,8 @@ FILLER = ["the film runs a little under two hours.", "it stars a cast of mostly 
           "the director adapted it from a novel published in the nineties.",
           "most of it was shot on location during one winter.",
           "it opens in cinemas across the country this friday.",
-          "the lead plays a retired teacher who returns home.", "there is a brief romantic subplot.",
+          "the lead plays a retired teacher who returns home.",
+          "there is a brief romantic subplot.",
           "it is the second feature from this studio.", "the dialogue is mostly in english."]
 
 

@@ -31,11 +31,12 @@ from tunelab.hardware.launch import RANK_CONFIG, JobDDPStrategy, JobFSDPStrategy
 # final val/loss agree to FLOAT_TOL. LoRA keeps its own dropout (0.1; `adapter.dropout` does not
 # exist on adapter=full, so one sweep cannot switch it off), and each process draws its own masks:
 # there the runs agree within DROPOUT_TOL (measured 2e-4 apart; LoRA's loss moves 0.03 in
-# 30 steps).
-SWEEP = ["model=tiny-bert", "trainer.max_steps=30", "trainer.max_epochs=null",
-         "trainer.val_check_interval=30", "trainer.enable_progress_bar=false",
-         "trainer.log_every_n_steps=1", "optim.lr=2e-3", "data.synthetic.train_size=32",
-         "data.synthetic.eval_size=64", "data.batch_size=32", "data.max_length=32",
+# 30 steps). Both in fp32: hardware=cpu trains in bf16 on a CPU that has it, cpu-ddp in fp32.
+SWEEP = ["model=tiny-bert", "hardware.precision=32-true", "trainer.max_steps=30",
+         "trainer.max_epochs=null", "trainer.val_check_interval=30",
+         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "optim.lr=2e-3",
+         "data.synthetic.train_size=32", "data.synthetic.eval_size=64", "data.batch_size=32",
+         "data.max_length=32",
          "++model.config.hidden_dropout_prob=0.0",
          "++model.config.attention_probs_dropout_prob=0.0"]
 FLOAT_TOL, DROPOUT_TOL = 2e-3, 1e-2
@@ -44,6 +45,12 @@ FLOAT_TOL, DROPOUT_TOL = 2e-3, 1e-2
 def hw_cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return check_config(compose("train", overrides=["model=tiny-bert", *overrides]))
+
+
+def fake_cpu_bf16(monkeypatch, avx512_bf16: bool, amx: bool = False) -> None:
+    """The CPU's bf16 instructions as torch reports them, faked; nothing else is."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
 
 
 # ---- profiles without a GPU (real Trainers for the GPU profiles: tests/test_distributed.py) ----
@@ -58,6 +65,7 @@ def hw_cfg(*overrides: str):
 def test_profile_composes_and_builds_trainer_kwargs(tmp_path, monkeypatch, name, accelerator,
                                                     precision, strategy, world):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)     # also on a GPU machine
+    fake_cpu_bf16(monkeypatch, avx512_bf16=False)                      # a CPU without bf16
     cfg = hw_cfg(f"hardware={name}")
     kwargs = hardware.trainer_kwargs(cfg.hardware, cfg.trainer, cfg, tmp_path)
     assert cfg.hardware.name == name
@@ -71,6 +79,28 @@ def test_profile_composes_and_builds_trainer_kwargs(tmp_path, monkeypatch, name,
     assert params["hardware.per_device_batch"] * world == cfg.data.batch_size
     assert params["hardware.resolved.accelerator"] == accelerator
     assert params["hardware.resolved.precision"] == precision
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(True, False, "bf16-mixed"),
+                                                     (False, True, "bf16-mixed"),
+                                                     (False, False, "32-true")])
+def test_cpu_profiles_train_in_bf16_where_the_cpu_has_it(monkeypatch, avx512_bf16, amx, native):
+    """hardware=cpu and auto pick bf16 autocast on a CPU with bf16 instructions (AVX-512 BF16 or
+    AMX: as accurate as fp32 and faster, bench/RESULTS.md), fp32 elsewhere, decided where the
+    Trainer is built and recorded as hardware.resolved.precision; a precision the user names
+    wins either way. cpu-ddp stays fp32 (not measured there)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fake_cpu_bf16(monkeypatch, avx512_bf16, amx)
+    for name in ("cpu", "auto"):
+        for overrides, expected in (((), native), (("hardware.precision=32-true",), "32-true"),
+                                    (("trainer.precision=32-true",), "32-true"),
+                                    (("hardware.precision=bf16-mixed",), "bf16-mixed")):
+            cfg = hw_cfg(f"hardware={name}", *overrides)
+            assert hardware.trainer_kwargs(cfg.hardware, cfg.trainer)["precision"] == expected
+            params = hardware.profile_params(cfg.hardware, cfg.trainer, cfg.data.batch_size)
+            assert params["hardware.resolved.precision"] == expected, (name, overrides)
+    ddp = hw_cfg("hardware=cpu-ddp")
+    assert hardware.trainer_kwargs(ddp.hardware, ddp.trainer)["precision"] == "32-true"
 
 
 def test_gpu_precision_and_batch_split_follow_the_devices(tmp_path, monkeypatch):

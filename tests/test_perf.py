@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY, run_cli, train_runs
+from tests.test_adapters import BODY, _write_toy
+from tests.test_hardware import fake_cpu_bf16
 from tunelab import adapters, models
 from tunelab.config import ConfigError, check_config
 from tunelab.tracking import params as P
@@ -116,6 +118,7 @@ def test_a_run_records_its_peak_money_energy_and_hardware(tiny_cfg, client, tmp_
     metrics when asked for, and the hardware, precision and batching as they resolved."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    fake_cpu_bf16(monkeypatch, avx512_bf16=False)      # fp32, the cached probe's dtype
     cache = probe_cache_file()
     cache.parent.mkdir(parents=True)
     cache.write_text(json.dumps({probe_key("fp32"): 123e9}))
@@ -138,6 +141,30 @@ def test_a_run_records_its_peak_money_energy_and_hardware(tiny_cfg, client, tmp_
     # the precision it trained in and how its batches were formed, beside its throughput
     assert params["hardware.resolved.precision"] == "32-true"
     assert (params["data.padding"], params["data.group_by_length"]) == ("longest", "False")
+
+
+def test_a_default_run_on_a_cpu_with_bf16_trains_in_bf16(tiny_cfg, client, tmp_path, monkeypatch,
+                                                         one_thread):
+    """Where the CPU has bf16 instructions a run on the defaults trains under Lightning's bf16
+    autocast, with fused AdamW and the default clipping (the AMP plugin once refused a fused
+    optimizer at the first step, issue #21), learns, and records the precision it trained in;
+    the peak its MFU divides by is the bf16 probe's, chosen from the live Trainer's precision."""
+    fake_cpu_bf16(monkeypatch, avx512_bf16=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    probe_cache_file().parent.mkdir(parents=True)
+    probe_cache_file().write_text(json.dumps({probe_key("fp32"): 1e9, probe_key("bf16"): 2e9}))
+    cfg = tiny_cfg("trainer.max_steps=30", "optim.lr=1e-2", *BODY["tiny-bert"],
+                   f"data.train_file={_write_toy(tmp_path, 256, 0)}",
+                   f"data.validation_file={_write_toy(tmp_path, 64, 1)}")
+    assert (cfg.hardware.name, cfg.trainer.gradient_clip_val) == ("cpu", 1.0)
+    train(cfg)
+    [run] = train_runs(client)
+    params, metrics = run.data.params, run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert (params["hardware.resolved.precision"], params["hardware.resolved.compute_dtype"]) \
+        == ("bf16-mixed", "bfloat16")
+    assert metrics["perf/peak_flops"] == 2e9
+    assert metrics["val/acc"] >= 0.9, metrics      # colours vs animals: learned (1.0 measured)
 
 
 def test_a_probe_under_load_is_used_but_never_cached(tmp_path, monkeypatch):
@@ -167,7 +194,8 @@ def test_hardware_auto_on_a_cpu_hashes_like_hardware_cpu(tiny_cfg):
     assert hash_of("hardware=cpu", "hardware.usd_per_hour=2") == hash_of("hardware=cpu")
     if not torch.cuda.is_available():
         assert hash_of("hardware=gpu") != hash_of("hardware=cpu"), "a GPU run is its own run"
-    assert hash_of("hardware=cpu", "trainer.precision=bf16-mixed") != hash_of("hardware=cpu")
+    assert hash_of("hardware=cpu", "trainer.precision=bf16-mixed") != \
+        hash_of("hardware=cpu", "trainer.precision=32-true")
 
 
 def test_rapl_counters_are_read_per_package_across_a_wraparound(tmp_path):

@@ -48,13 +48,20 @@ def devices(hw: DictConfig) -> int:
     return max(1, torch.cuda.device_count()) if accelerator(hw) in GPU_NAMES else 1
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 matmuls in hardware, where bf16 autocast trains faster than fp32
+    at the same accuracy (bench/RESULTS.md, issue #19 item 2). Elsewhere a CPU converts bf16 in
+    software and runs slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def precision(hw: DictConfig, requested: str) -> str:
-    """`auto`: bf16-mixed on a GPU that supports it, else 16-mixed; full fp32 on CPU, where
-    bf16 is slower than fp32 on most machines."""
+    """`auto`: bf16-mixed on a GPU that supports it, else 16-mixed; on a CPU bf16-mixed where it
+    has native bf16, else full fp32. Any other value is the user's and wins."""
     if requested != "auto":
         return requested
     if accelerator(hw) not in GPU_NAMES:
-        return "32-true"
+        return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     # including_emulation=False: T4 and V100 "support" bf16 only by emulating it, slower than fp16.
     return "bf16-mixed" if torch.cuda.is_available() and \
         torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
