@@ -12,8 +12,10 @@ from transformers import get_linear_schedule_with_warmup
 from _common import StepTimer, collator, prepare, report, test_metrics
 
 
-def main() -> None:
-    args, tok, data, model = prepare()
+def main(setup=prepare) -> None:
+    """`setup` gives (args, tokenizer, tokenized data, model): MiniLM's by default, SmolLM2 with a
+    classification head from bench/hand_loop_decoder.py."""
+    args, tok, data, model = setup()
     collate = collator(tok, args)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, fused=True)  # as HF and tunelab

@@ -47,7 +47,7 @@ def test_two_arm_study_tunes_each_arm_then_confirms_its_best_on_fresh_seeds(tmp_
     assert {r.data.tags["tunelab.study_id"] for r in runs} == {study_id}
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" for r in runs)
-    for adapter, low, high in (("full", 2e-5, 5e-4), ("lora", 4e-4, 1e-2)):
+    for adapter, low, high in (("full", 2e-5, 1e-3), ("lora", 4e-4, 1e-2)):
         arm = f"adapter={adapter}"
         search, confirm = by_phase(runs, arm, "search"), by_phase(runs, arm, "confirm")
         assert len(search) == 3 and len(confirm) == 2
@@ -141,7 +141,7 @@ def test_each_arm_searches_its_own_space_minus_its_axis_and_fixed_keys(study_for
 
     full, lora = space(["adapter=full"]), space(["adapter=lora"])
     assert sorted(full) == ["optim.lr"]
-    assert (full["optim.lr"].low, full["optim.lr"].high, full["optim.lr"].log) == (2e-5, 5e-4, True)
+    assert (full["optim.lr"].low, full["optim.lr"].high, full["optim.lr"].log) == (2e-5, 1e-3, True)
     assert sorted(lora) == ["adapter.r", "optim.lr"] and lora["adapter.r"].choices == (4, 8, 16)
     assert sorted(space(["adapter=lora", "adapter.r=4"])) == ["optim.lr"]   # the arm's axis
     assert sorted(space(["adapter=lora"], ["optim.lr=1e-3"])) == ["adapter.r"]   # a fixed key
