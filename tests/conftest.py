@@ -24,10 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 # Small enough for seconds on 2 cores, big enough that tiny-bert learns the generated sentiment.
-TINY = ["model=tiny-bert", "trainer.max_steps=200", "trainer.max_epochs=null",
-        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=10", "optim.lr=1e-3",
-        "data.synthetic.train_size=1600", "data.synthetic.eval_size=96", "data.batch_size=32",
-        "data.max_length=32"]
+# fp32, so that the numbers are the same on every CPU: hardware=cpu trains in bf16 where the CPU
+# has bf16 instructions (tests/test_perf.py::test_a_default_run_on_a_cpu_with_bf16_trains_in_bf16).
+TINY = ["model=tiny-bert", "hardware.precision=32-true", "trainer.max_steps=200",
+        "trainer.max_epochs=null", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=10", "optim.lr=1e-3", "data.synthetic.train_size=1600",
+        "data.synthetic.eval_size=96", "data.batch_size=32", "data.max_length=32"]
 
 
 def compose_cfg(overrides: list[str], tmp_path: Path) -> DictConfig:

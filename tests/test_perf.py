@@ -118,7 +118,6 @@ def test_a_run_records_its_peak_money_energy_and_hardware(tiny_cfg, client, tmp_
     metrics when asked for, and the hardware, precision and batching as they resolved."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
-    fake_cpu_bf16(monkeypatch, avx512_bf16=False)      # fp32, the cached probe's dtype
     cache = probe_cache_file()
     cache.parent.mkdir(parents=True)
     cache.write_text(json.dumps({probe_key("fp32"): 123e9}))
@@ -153,7 +152,9 @@ def test_a_default_run_on_a_cpu_with_bf16_trains_in_bf16(tiny_cfg, client, tmp_p
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     probe_cache_file().parent.mkdir(parents=True)
     probe_cache_file().write_text(json.dumps({probe_key("fp32"): 1e9, probe_key("bf16"): 2e9}))
-    cfg = tiny_cfg("trainer.max_steps=30", "optim.lr=1e-2", *BODY["tiny-bert"],
+    # hardware=cpu's own precision (TINY pins fp32), as tests/test_hardware.py composes it
+    cfg = tiny_cfg("hardware.precision=auto", "trainer.max_steps=30", "optim.lr=1e-2",
+                   *BODY["tiny-bert"],
                    f"data.train_file={_write_toy(tmp_path, 256, 0)}",
                    f"data.validation_file={_write_toy(tmp_path, 64, 1)}")
     assert (cfg.hardware.name, cfg.trainer.gradient_clip_val) == ("cpu", 1.0)
