@@ -8,11 +8,13 @@ question + context to `--plain-max-length` tokens (no windows) and answers with 
 at most 30 tokens. Both are scored by torchmetrics' SQuAD EM/F1 (in %). Figures are appended to
 bench/RESULTS.md.
 
-    OMP_NUM_THREADS=1 taskset -c 1 python bench/qa_quality.py --steps 200 \
+    OMP_NUM_THREADS=1 taskset -c 1 python bench/qa_quality.py --steps 200 --seed 0 1 2 \
         --tunelab "" --tunelab "data.max_length=256"
 
 Each `--tunelab` value is one tunelab run: extra overrides (space-separated) on top of the shared
-ones; "" is tunelab's defaults.
+ones; "" is tunelab's defaults. Every run is repeated per `--seed` (one seed moves F1 by several
+points at 200 steps); the table gives each seed, then the mean and range per run. The tunelab runs
+stay in the printed work folder's MLflow store, for re-scoring.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def encode(tok, rows: list[dict], max_length: int) -> dict:
     return enc
 
 
-def plain_loop(files: dict[str, Path], args) -> dict[str, float]:
+def plain_loop(files: dict[str, Path], args, seed: int) -> dict[str, float]:
     """What a user writes by hand: AdamW + linear warm-up/decay, clip 1.0, shuffled batches."""
     from torch.utils.data import DataLoader
     from torchmetrics.functional.text import squad
@@ -98,7 +100,7 @@ def plain_loop(files: dict[str, Path], args) -> dict[str, float]:
         get_linear_schedule_with_warmup,
     )
 
-    seed_all(args.seed)
+    seed_all(seed)
     folder = minilm_folder()
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForQuestionAnswering.from_pretrained(folder)
@@ -114,7 +116,7 @@ def plain_loop(files: dict[str, Path], args) -> dict[str, float]:
                                {"params": rest, "weight_decay": 0.0}], lr=args.lr)
     sched = get_linear_schedule_with_warmup(optim, int(0.06 * args.steps), args.steps)
     loader = DataLoader(features, batch_size=args.batch, shuffle=True, collate_fn=pad,
-                        generator=torch.Generator().manual_seed(args.seed))
+                        generator=torch.Generator().manual_seed(seed))
     model.train()
     step, t0 = 0, time.perf_counter()
     while step < args.steps:
@@ -162,16 +164,17 @@ def best_text(start: torch.Tensor, end: torch.Tensor, sequence_ids: list, offset
     return context[offsets[flat // n][0]:offsets[flat % n][1]]
 
 
-def tunelab_run(files: dict[str, Path], args, extra: str, work: Path) -> dict[str, float]:
+def tunelab_run(files: dict[str, Path], args, extra: str, work: Path,
+                seed: int) -> dict[str, float]:
     overrides = ["model=minilm", "task=qa", "adapter=full", f"optim.lr={args.lr}",
                  f"data.batch_size={args.batch}", f"trainer.max_steps={args.steps}",
                  f"trainer.val_check_interval={args.steps}", "trainer.max_epochs=100",
                  f"data.train_file={files['train']}", f"data.validation_file={files['validation']}",
-                 f"seed={args.seed}", *shlex.split(extra)]
-    t0 = time.perf_counter()
+                 f"seed={seed}", *shlex.split(extra)]
     metrics = tunelab_metrics(overrides, work, "qa-quality")
+    # the loop's own wall time, as the plain loop's figure (no start-up, no validation)
     return {"f1": 100 * metrics["val/f1"], "em": 100 * metrics["val/em"],
-            "train_seconds": time.perf_counter() - t0}
+            "train_seconds": metrics["time/train_wall_seconds"]}
 
 
 def main() -> None:
@@ -179,37 +182,57 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="one round of every run per seed (at 200 steps the seed alone moves F1 "
+                        "by several points, so compare means over seeds)")
     p.add_argument("--train-questions", type=int, default=2000)
     p.add_argument("--eval-questions", type=int, default=0, help="0: every question")
     p.add_argument("--plain-max-length", type=int, default=256)
     p.add_argument("--tunelab", action="append", default=None,
                    help='extra tunelab overrides, one run each ("" = defaults)')
+    p.add_argument("--skip-tunelab", action="store_true", help="the plain loop only")
     p.add_argument("--skip-plain", action="store_true")
     p.add_argument("--no-record", action="store_true", help="print, do not append to RESULTS.md")
     args = p.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="qa-quality-"))
     files = split_files(work, args.train_questions, args.eval_questions)
-    rows = []
-    for extra in args.tunelab if args.tunelab is not None else [""]:
-        result = tunelab_run(files, args, extra, work)
-        rows.append((f"tunelab {extra or '(defaults)'}", result))
-        print(rows[-1], flush=True)
-    if not args.skip_plain:
-        rows.append((f"plain loop (truncate {args.plain_max_length}, no windows)",
-                     plain_loop(files, args)))
-        print(rows[-1], flush=True)
+    print(f"split files and tunelab's MLflow store: {work}", flush=True)
+    runs: dict[str, list[tuple[int, dict[str, float]]]] = {}
+    for seed in args.seed:
+        for extra in [] if args.skip_tunelab else args.tunelab or [""]:
+            name = f"tunelab {extra or '(defaults)'}"
+            runs.setdefault(name, []).append((seed, tunelab_run(files, args, extra, work, seed)))
+            print(name, runs[name][-1], flush=True)
+        if not args.skip_plain:
+            name = f"plain loop (truncate {args.plain_max_length}, no windows)"
+            runs.setdefault(name, []).append((seed, plain_loop(files, args, seed)))
+            print(name, runs[name][-1], flush=True)
     n_eval = len(squad_rows(files["validation"]))
-    table = "\n".join(f"| {name} | {r['f1']:.1f} | {r['em']:.1f} | {r['train_seconds']:.0f} |"
-                      for name, r in rows)
     text = (
         f"## Extractive QA quality, tunelab vs plain loop ({time.strftime('%Y-%m-%d')})\n\n"
         f"MiniLM-L6 full fine-tune, SQuAD v1.1 part: {args.train_questions} train questions "
         f"(articles 0-29), {n_eval} scored (articles 30-39); {args.steps} steps x {args.batch}, "
-        f"lr {args.lr}, warm-up 6%, clip 1.0, seed {args.seed}, 1 CPU thread.\n\n"
-        "| run | F1 | EM | seconds |\n| --- | --- | --- | --- |\n" + table + "\n")
+        f"lr {args.lr}, warm-up 6%, clip 1.0, seeds {' '.join(map(str, args.seed))}, "
+        "1 CPU thread.\n\n" + results_table(runs) + "\n")
     print(text if args.no_record else append_results(text))
+
+
+def results_table(runs: dict[str, list[tuple[int, dict[str, float]]]]) -> str:
+    """One row per run and seed, then per run the mean and the range (max - min) over seeds."""
+    lines = ["| run | seed | F1 | EM | seconds |", "| --- | --- | --- | --- | --- |"]
+    for name, results in runs.items():
+        lines += [f"| {name} | {seed} | {r['f1']:.1f} | {r['em']:.1f} | {r['train_seconds']:.0f} |"
+                  for seed, r in results]
+    if any(len(results) > 1 for results in runs.values()):
+        lines += ["", "| run | seeds | mean F1 | F1 range | mean EM | EM range |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for name, results in runs.items():
+            f1, em = ([r[k] for _, r in results] for k in ("f1", "em"))
+            lines.append(f"| {name} | {len(results)} | {sum(f1) / len(f1):.1f} | "
+                         f"{max(f1) - min(f1):.1f} | {sum(em) / len(em):.1f} | "
+                         f"{max(em) - min(em):.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
