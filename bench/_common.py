@@ -241,7 +241,7 @@ def collator(tokenizer, args):
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
     fixed = args.padding == "max_length"
-    if args.model != "minilm":
+    if getattr(args, "model", "minilm") != "minilm":
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE,
                                       padding="max_length" if fixed else True,
                                       max_length=args.max_length if fixed else None)
