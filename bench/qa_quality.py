@@ -166,7 +166,9 @@ def best_text(start: torch.Tensor, end: torch.Tensor, sequence_ids: list, offset
 
 def tunelab_run(files: dict[str, Path], args, extra: str, work: Path,
                 seed: int) -> dict[str, float]:
-    overrides = ["model=minilm", "task=qa", "adapter=full", f"optim.lr={args.lr}",
+    # fp32 like the plain loop (hardware=cpu trains in bf16-mixed where the CPU has bf16)
+    overrides = ["model=minilm", "task=qa", "adapter=full", "hardware.precision=32-true",
+                 f"optim.lr={args.lr}",
                  f"data.batch_size={args.batch}", f"trainer.max_steps={args.steps}",
                  f"trainer.val_check_interval={args.steps}", "trainer.max_epochs=100",
                  f"data.train_file={files['train']}", f"data.validation_file={files['validation']}",
