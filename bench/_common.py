@@ -251,15 +251,14 @@ def collator(tokenizer, args):
     return DataCollatorWithPadding(tokenizer)
 
 
-def lora_model(model, decoder: bool = False):
+def lora_model(model, targets: list[str] | None = None, task_type: str = "SEQ_CLS"):
     """The same LoRA every way applies: rank, alpha, dropout and targets of conf/adapter/lora.yaml
-    and the model preset (query, value for MiniLM; q_proj, v_proj for SmolLM2)."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    and the model preset (query, value for MiniLM; DECODER_LORA_TARGETS for SmolLM2)."""
+    from peft import LoraConfig, get_peft_model
 
     return get_peft_model(model, LoraConfig(
-        task_type=TaskType.CAUSAL_LM if decoder else TaskType.SEQ_CLS, r=LORA["r"],
-        lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-        target_modules=DECODER_LORA_TARGETS if decoder else LORA["targets"]))
+        task_type=task_type, r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+        target_modules=targets or LORA["targets"]))
 
 
 def prepare():
@@ -270,8 +269,10 @@ def prepare():
         tok, data, model = _prepare_smollm2(args)
     else:
         tok, data, model = _prepare_minilm(args)
-    decoder = args.model != "minilm"
-    return args, tok, data, lora_model(model, decoder) if args.method == "lora" else model
+    if args.method == "lora":
+        model = lora_model(model) if args.model == "minilm" else \
+            lora_model(model, DECODER_LORA_TARGETS, "CAUSAL_LM")
+    return args, tok, data, model
 
 
 def _prepare_minilm(args):

