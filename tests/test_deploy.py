@@ -223,6 +223,33 @@ def test_eval_on_a_new_file_records_an_eval_run_matching_a_direct_computation(la
     assert on_val["eval/loss"] == pytest.approx(run.data.metrics["val/loss"], abs=1e-5)
 
 
+def test_eval_warns_when_the_data_changed_not_when_the_machine_did(lab, tmp_path, monkeypatch,
+                                                                   caplog, capsys):
+    """`--split` re-reads the run's own files: a changed file is said, while the same rows read on
+    another machine (here: another CPU model, which changes the run's config hash) are not."""
+    rows = _validation(lab["cfgs"]["full"])
+    train_file, val_file = tmp_path / "train.csv", tmp_path / "val.csv"
+    rows.to_csv(train_file, index=False)
+    rows.head(32).to_csv(val_file, index=False)
+    cfg = compose_cfg([*TINY, "trainer.max_steps=2", f"data.train_file={train_file}",
+                       f"data.validation_file={val_file}"], tmp_path)
+    train(cfg)
+    uri = cfg.tracking.uri
+    run = connect(uri).search_runs(
+        [e.experiment_id for e in connect(uri).search_experiments()],
+        "tags.`tunelab.run_kind` = 'train'")[0]
+    warning = "the data read now differs"
+
+    monkeypatch.setattr("tunelab.tracking.params.device_model", lambda accelerator: "other CPU")
+    assert eval_main([run.info.run_id, "--split", "validation", "--tracking-uri", uri]) == 0
+    assert warning not in caplog.text
+
+    rows.head(32).assign(text=lambda df: df.text + " changed").to_csv(val_file, index=False)
+    assert eval_main([run.info.run_id, "--split", "validation", "--tracking-uri", uri]) == 0
+    assert warning in caplog.text
+    capsys.readouterr()
+
+
 def test_predict_reads_and_writes_files(lab, tmp_path, capsys):
     uri, model_uri = lab["uri"], lab["exports"]["full"].model_uri
     rows = _validation(lab["cfgs"]["full"]).head(5)

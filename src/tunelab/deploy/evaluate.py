@@ -44,8 +44,7 @@ from tunelab.models.generative import ExactMatch, GenerativeHead
 from tunelab.models.metrics import task_metrics
 from tunelab.models.qa_metrics import squad_scores
 from tunelab.tracking import names
-from tunelab.tracking.params import config_hash
-from tunelab.tracking.writer import RunWriter
+from tunelab.tracking.writer import RunWriter, dataset_digest, recorded_data_digests
 
 log = logging.getLogger("tunelab")
 
@@ -72,8 +71,10 @@ class EvalData:
         if split not in raw.splits:
             raise DeployError(f"run {trained.run_id}'s data has no {split!r} split; it has "
                               f"{list(raw.splits)} (or give --data-file)")
-        recorded = trained.run.data.tags.get(names.CONFIG_HASH)
-        if recorded and config_hash(OmegaConf.to_container(cfg), raw.digest) != recorded:
+        # The rows themselves, not the config hash: that also covers the hardware as it resolves
+        # on this machine (precision `auto`, a GPU), which says nothing about the data.
+        recorded = recorded_data_digests(trained.run)
+        if recorded and dataset_digest(raw.digest) not in recorded:
             log.warning("the data read now differs from what run %s read when it trained",
                         trained.run_id)
         builder, file = raw.origins[split]

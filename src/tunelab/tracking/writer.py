@@ -29,6 +29,17 @@ BATCH = 100             # MLflow's limit on params per log_batch call
 ERROR_TAG_LIMIT = 4900  # under MLflow's tag value limit; error.txt holds the whole traceback
 
 
+def dataset_digest(digest: str) -> str:
+    """The part of tunelab's data digest (sha256 of the rows read) that a dataset input records:
+    MLflow keeps at most 36 characters of a dataset's digest."""
+    return digest[:36]
+
+
+def recorded_data_digests(run) -> set[str]:
+    """The data digests `run`'s dataset inputs recorded (empty for runs that recorded none)."""
+    return {entry.dataset.digest for entry in run.inputs.dataset_inputs} if run.inputs else set()
+
+
 def masked_params(params: dict[str, Any]) -> dict[str, str]:
     """Param values as MLflow stores them (strings), masked by key name and by value."""
     return {k: str(masked(str(v), k)) for k, v in params.items()}
@@ -103,7 +114,7 @@ class RunWriter:
         validation, eval, ...)."""
         source = HuggingFaceDatasetSource(path=mask_text(path), split=mask_text(split or context),
                                           data_files=data_files and mask_text(data_files))
-        entry = mlflow.data.from_huggingface(dataset, source=source, digest=digest[:36],
+        entry = mlflow.data.from_huggingface(dataset, source=source, digest=dataset_digest(digest),
                                              name=mask_text(name))
         self.client.log_inputs(self.run_id, [DatasetInput(
             entry._to_mlflow_entity(), tags=[InputTag(names.DATA_CONTEXT, context)])])
