@@ -15,8 +15,9 @@ and real tokens/s on the run's own wall clock (perf/train_*_per_sec). Prints a t
 `--append` appends them to bench/RESULTS.md.
 
 Rule for "quality holds" (written before the runs): an arm holds on a data set when its mean
-paired difference from fp32/shuffled over the seeds is >= -sd, sd being the standard deviation of
-fp32/shuffled's test accuracy over those seeds (the seed noise of the baseline itself).
+paired difference from the baseline (fp32/shuffled; with `--precisions bf16-mixed`,
+bf16/shuffled) over the seeds is >= -sd, sd being the standard deviation of the baseline's test
+accuracy over those seeds (the seed noise of the baseline itself).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from _common import BANKING, append_results, banking_rows, small_validation, wri
 
 ARMS = {("32-true", False): "fp32, shuffled", ("bf16-mixed", False): "bf16, shuffled",
         ("32-true", True): "fp32, grouped", ("bf16-mixed", True): "bf16, grouped"}
-BASE = "fp32, shuffled"
 CUE_AGREES = 0.8
 POSITIVE = ["wonderful", "moving", "funny", "brilliant", "beautiful", "charming", "gripping",
             "superb", "touching", "delightful", "clever", "fresh", "engaging", "masterful",
@@ -106,7 +106,7 @@ def multirun(name: str, files: tuple[str, str, str], label: str, args, work: Pat
     train, val, test = files
     seeds = args.seeds
     command = [str(Path(sys.executable).parent / "tunelab-train"), "-m", f"seed={seeds}",
-               "trainer.precision=32-true,bf16-mixed", "data.group_by_length=false,true",
+               f"trainer.precision={args.precisions}", "data.group_by_length=false,true",
                "model=minilm", f"data.train_file={train}", f"data.validation_file={val}",
                f"data.test_file={test}", f"data.label_column={label}", "data.batch_size=32",
                "data.max_length=64", "data.num_workers=0", f"trainer.max_steps={args.steps}",
@@ -119,13 +119,13 @@ def multirun(name: str, files: tuple[str, str, str], label: str, args, work: Pat
         subprocess.run(command, cwd=work, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def collect(name: str, work: Path) -> dict[str, list[dict]]:
+def collect(name: str, work: Path, args) -> dict[str, list[dict]]:
     """Per arm, one row per seed (seed order) from the runs' params and metrics in MLflow."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name(f"quality-{name}")
-    results: dict[str, list[dict]] = {arm: [] for arm in ARMS.values()}
+    results: dict[str, list[dict]] = {arm: [] for arm in arms(args)}
     for run in client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]):
         p, m = run.data.params, run.data.metrics
         if "test/acc" not in m:
@@ -139,15 +139,23 @@ def collect(name: str, work: Path) -> dict[str, list[dict]]:
     return results
 
 
+def arms(args) -> list[str]:
+    """The arms this invocation runs, in job order; the first one is the baseline."""
+    return [ARMS[(precision, grouped)] for precision in args.precisions.split(",")
+            for grouped in (False, True)]
+
+
 def render(name: str, results: dict[str, list[dict]], args, loads: list[float],
            minutes: float) -> str:
-    base = results[BASE]
+    baseline = arms(args)[0]
+    base = results[baseline]
     sd_base = statistics.stdev(r["acc"] for r in base)
     lines = [f"### {name} ({datetime.date.today()})", "",
              f"`OMP_NUM_THREADS=1 python bench/precision_batching.py --steps {args.steps} "
-             f"--seeds {args.seeds} --datasets {name}`: {minutes:.0f} min; 1-min load average "
+             f"--seeds {args.seeds} --datasets {name} --precisions {args.precisions}`: "
+             f"{minutes:.0f} min; 1-min load average "
              f"{min(loads):.1f}-{max(loads):.1f} (median {statistics.median(loads):.1f}).", "",
-             "| arm | test acc per seed | mean | sd | paired diff vs fp32, shuffled (mean) "
+             f"| arm | test acc per seed | mean | sd | paired diff vs {baseline} (mean) "
              "| holds (>= -sd) | samples/s per seed | samples/s ratio (median) "
              "| tokens/s ratio (median) |",
              "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
@@ -159,7 +167,7 @@ def render(name: str, results: dict[str, list[dict]], args, loads: list[float],
         tokens = statistics.median(r["tokens_per_sec"] / b["tokens_per_sec"]
                                    for r, b in zip(rows, base))
         speeds = ", ".join(f"{r['samples_per_sec']:.1f}" for r in rows)
-        holds = "" if arm == BASE else ("yes" if diff >= -sd_base else "no")
+        holds = "" if arm == baseline else ("yes" if diff >= -sd_base else "no")
         lines.append(f"| {arm} | {', '.join(f'{a:.3f}' for a in accs)} | "
                      f"{statistics.mean(accs):.3f} | {statistics.stdev(accs):.3f} | "
                      f"{diff:+.3f} | {holds} | "
@@ -173,6 +181,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--datasets", default="sst2-like,banking77")
+    p.add_argument("--precisions", default="32-true,bf16-mixed",
+                   help="trainer.precision values; the first, shuffled, is the baseline")
     p.add_argument("--work", default=None, help="folder for data, runs and logs (default: new)")
     p.add_argument("--append", action="store_true", help="append the tables to bench/RESULTS.md")
     args = p.parse_args()
@@ -187,7 +197,7 @@ def main() -> None:
         multirun(name, make(work), label, args, work)
         sampler.stop.set()
         minutes = (datetime.datetime.now() - start).total_seconds() / 60
-        table = render(name, collect(name, work), args, sampler.loads, minutes)
+        table = render(name, collect(name, work, args), args, sampler.loads, minutes)
         print(append_results(table) if args.append else table, flush=True)
 
 
