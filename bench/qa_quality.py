@@ -19,7 +19,6 @@ stay in the printed work folder's MLflow store, for re-scoring.
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (records the process start first)
 import argparse
 import json
 import shlex
@@ -27,34 +26,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (records the process start first)
 import torch
-
 from _common import append_results, minilm_folder, seed_all, tunelab_metrics
+from squad_split import write_splits
 
-SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad_v1.1_part"
 MAX_ANSWER_TOKENS = 30
 
 
 def split_files(work: Path, train_questions: int, eval_questions: int) -> dict[str, Path]:
-    """The README's split as two nested SQuAD JSON files (tunelab reads them as they are)."""
-    articles = json.loads((SQUAD / "articles_00-39.json").read_text())["data"]
-    files = {}
-    for split, part, limit in (("train", articles[:30], train_questions),
-                               ("validation", articles[30:], eval_questions)):
-        kept, left = [], limit or None
-        for article in part:
-            paragraphs = []
-            for paragraph in article["paragraphs"]:
-                qas = paragraph["qas"][:left] if left is not None else paragraph["qas"]
-                if qas:
-                    paragraphs.append({**paragraph, "qas": qas})
-                if left is not None:
-                    left -= len(qas)
-            if paragraphs:
-                kept.append({**article, "paragraphs": paragraphs})
-        files[split] = work / f"{split}.json"
-        files[split].write_text(json.dumps({"version": "1.1", "data": kept}))
-    return files
+    """The README's split: train on articles 0-29, score on 30-39 (0 questions: all)."""
+    return write_splits(work, {"train": (0, 30, train_questions),
+                               "validation": (30, 40, eval_questions)})
 
 
 def squad_rows(path: Path) -> list[dict]:

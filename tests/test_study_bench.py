@@ -1,6 +1,7 @@
-"""bench/study_banking77.sh as the defaults' evidence is gathered: SEED_TRIALS imports earlier
-trials into each arm's Optuna study under the id the command itself gets, so a study whose search
-ran before confirms their best on fresh seeds without training a search trial again."""
+"""bench/study_banking77.sh and bench/study_squad.sh as the defaults' evidence is gathered:
+SEED_TRIALS (bench/seed_trials.py) stores designed or earlier trials in each arm's Optuna study
+under the id the command itself gets, so the sweep runs the designed grid, or, its search done
+before, confirms the best on fresh seeds without training a search trial again."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT, train_runs
+from tunelab.data import synthetic
 
 BEST = {"adapter=full": ({"optim.lr": 3e-4}, 0.5), "adapter=lora": ({"optim.lr": 6e-3,
                                                                     "adapter.r": 4}, 0.5)}
@@ -58,3 +60,47 @@ def test_seeded_trials_leave_only_the_confirm_phase_to_run(tmp_path):
     [parent] = train_runs(client, kind="study")
     assert float(parent.data.params["tuned/adapter:lora/optim.lr"]) == 6e-3
     assert parent.data.params["tuned/adapter:lora/adapter.r"] == "4"
+
+
+def squad_json(path: Path, articles: int, questions: int) -> None:
+    """Generated QA rows as SQuAD v1.1 nesting, `questions` single-question paragraphs per article."""
+    rows = synthetic.generate("qa", articles * questions, 0)
+    data = [{"title": f"article {a}", "paragraphs": [
+        {"context": row["context"], "qas": [{"id": row["id"], "question": row["question"],
+                                            "answers": [{"text": row["answers"]["text"][0],
+                                                         "answer_start":
+                                                             row["answers"]["answer_start"][0]}]}]}
+        for row in rows[a * questions:(a + 1) * questions]]} for a in range(articles)]
+    path.write_text(json.dumps({"version": "1.1", "data": data}))
+
+
+def test_squad_study_runs_its_designed_grid_and_scores_test_on_held_out_articles(tmp_path):
+    squad_json(tmp_path / "squad.json", articles=6, questions=5)
+    grid = {"adapter=full": {"enqueue": [{"optim.lr": 3e-4}]},
+            "adapter=lora": {"enqueue": [{"optim.lr": 6e-3, "adapter.r": 8}]}}
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    env = {**os.environ, "DATA": str(tmp_path / "squad.json"), "WORK": str(tmp_path),
+           "ARTICLES": "0:2 2:4 4:6", "TRAIN": "8", "EVAL": "4", "STEPS": "2", "BATCH": "4",
+           "TRIALS": "1", "SEEDS": "1", "SEED_TRIALS": str(tmp_path / "grid.json"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "study_squad.sh"), "model=tiny-bert", "adapter=full,lora",
+         "data.max_length=64", "task.doc_stride=16"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = {split: {qa["id"] for article in json.loads((tmp_path / "data" / f"{split}.json")
+                                                       .read_text())["data"]
+                   for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
+           for split in ("train", "validation", "test")}
+    assert [len(ids[s]) for s in ("train", "validation", "test")] == [8, 4, 4]
+    assert not (ids["train"] | ids["validation"]) & ids["test"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = {(r.data.tags["tunelab.arm"], r.data.tags["tunelab.phase"]): r
+            for r in train_runs(client)}
+    assert sorted(runs) == [("adapter=full", "confirm"), ("adapter=full", "search"),
+                            ("adapter=lora", "confirm"), ("adapter=lora", "search")]
+    for (arm, phase), run in runs.items():     # the grid's rates, not TPE's random start
+        assert float(run.data.params["optim.lr"]) == grid[arm]["enqueue"][0]["optim.lr"]
+        assert run.data.params["seed"] == ("1" if phase == "confirm" else "0")
+        assert "val/f1" in run.data.metrics
+    assert "test/f1" in runs["adapter=lora", "confirm"].data.metrics

@@ -100,8 +100,12 @@ class Arm:
 
     @property
     def slug(self) -> str:
-        """The label in a form MLflow accepts in param and metric keys (no `=`)."""
-        return self.label.replace("=", ":")
+        return arm_slug(self.label)
+
+
+def arm_slug(label: str) -> str:
+    """An arm's label in a form MLflow accepts in param and metric keys (no `=`)."""
+    return label.replace("=", ":")
 
 
 # ---- search spaces ------------------------------------------------------------------------------
@@ -216,11 +220,19 @@ def check_arms(arms: list[Arm], axes: dict[str, list[str]], study: bool) -> None
 
 
 # ---- Optuna --------------------------------------------------------------------------------------
-def default_storage(config: DictConfig) -> str:
-    """A SQLite file beside the embedded tracking store: mlruns/optuna.db."""
-    root = Path(str(config.paths.mlruns_dir)).resolve()
+def default_storage(mlruns_dir: str | Path) -> str:
+    """A SQLite file beside the embedded tracking store (paths.mlruns_dir): mlruns/optuna.db."""
+    root = Path(str(mlruns_dir)).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'optuna.db'}"
+
+
+def optuna_study_name(study_id: str, arm_label: str | None, study_name: str | None = None) -> str:
+    """The Optuna study an arm's trials live in (arm_label None: a plain search's one study).
+    The sweeper and bench/seed_trials.py, which seeds a study before its sweep starts, both name
+    it here, so the two cannot drift apart."""
+    base = study_name or f"tunelab-{study_id}"
+    return base if arm_label is None else f"{base}:{arm_slug(arm_label)}"
 
 
 def open_study(name: str, storage: str, arm: Arm, sampler: Callable[..., Any]):
@@ -277,7 +289,7 @@ class Study:
         settings.check()
         self.settings, self.config, self.load, self.launch = settings, config, load, launch
         self.study_id = os.environ.get(SWEEP_ENV) or sweep_key(config)
-        self.storage = settings.storage or default_storage(config)
+        self.storage = settings.storage or default_storage(config.paths.mlruns_dir)
         self.uri = tracking_uri(config.tracking.uri, config.paths.mlruns_dir)
 
     def run(self, arguments: list[str]) -> dict[str, Any]:
@@ -311,9 +323,9 @@ class Study:
     def _search(self, arms: list[Arm], fixed: list[str]) -> dict[str, Any]:
         """The search phase: batches of n_jobs trials, the arms taking turns, so parallel
         workers stay busy however few trials each arm has left."""
-        base = self.settings.study_name or f"tunelab-{self.study_id}"
-        optuna_names = {arm.label: f"{base}:{arm.slug}" if self.settings.study else base
-                        for arm in arms}
+        optuna_names = {arm.label: optuna_study_name(
+            self.study_id, arm.label if self.settings.study else None, self.settings.study_name)
+            for arm in arms}
         studies = {arm.label: open_study(optuna_names[arm.label], self.storage, arm,
                                          self.settings.sampler) for arm in arms}
         todo = {arm.label: self.settings.trials - len(completed(studies[arm.label]))
