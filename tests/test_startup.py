@@ -57,3 +57,50 @@ def test_full_head_and_bitfit_check_and_apply_without_importing_peft():
     assert not {"tunelab.adapters.methods.full", "tunelab.adapters.methods.vera"} & \
         set(lora["loaded"])
     assert 0 < lora["trained"]["lora"] < selections["trained"]["full"]
+
+
+# A full fine-tune through train() on tiny-bert, with every store in `tmp`; reports the tunelab
+# and Lightning source files on the stack when peft is first imported (none when it never is).
+FULL_RUN = """
+import json, sys, traceback
+
+first_peft = []
+def on_import(event, args):
+    if event == "import" and args[0] == "peft" and not first_peft:
+        first_peft.append([f.filename for f in traceback.extract_stack()
+                           if "/tunelab/" in f.filename or "/lightning/" in f.filename])
+sys.addaudithook(on_import)
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from tunelab.train import train
+
+with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
+    cfg = compose("train", overrides={overrides!r})
+with open_dict(cfg):
+    cfg.tracking.uri = "sqlite:///{tmp}/mlruns/mlflow.db"
+    cfg.paths.cache_dir, cfg.paths.checkpoint_dir = "{tmp}/cache", "{tmp}/checkpoints"
+    cfg.paths.mlruns_dir = "{tmp}/mlruns"
+metric = train(cfg)
+print(json.dumps({{"metric": metric, "peft_first_imported_from": first_peft}}))
+"""
+
+
+def test_a_full_run_through_train_imports_peft_only_to_save_its_weights(tmp_path):
+    """A full fine-tune needs peft for nothing until it saves its weights (adapters.storage, after
+    training): not for the model, the optimizer or its warm-up schedule (transformers'
+    get_linear_schedule_with_warmup would import it, 0.2 s before the first step), nor during
+    Lightning's fit."""
+    (tmp_path / "mlruns").mkdir()
+    overrides = ["model=tiny-bert", "adapter=full", "hardware.precision=32-true",
+                 "trainer.max_steps=3", "trainer.max_epochs=null",
+                 "trainer.enable_progress_bar=false", "data.synthetic.train_size=64",
+                 "data.synthetic.eval_size=16", "data.batch_size=16", "data.max_length=16"]
+    code = FULL_RUN.format(conf=str(CONF), overrides=overrides, tmp=tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path, timeout=600)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["metric"] is not None
+    [stack] = result["peft_first_imported_from"]
+    assert stack[-1].endswith("tunelab/adapters/storage.py"), stack
+    assert not [f for f in stack if "/lightning/" in f or "/tunelab/models/" in f], stack

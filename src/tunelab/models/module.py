@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
-from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase
 
 from tunelab import tasks
 from tunelab.models.generative import GenerativeHead
 from tunelab.models.metrics import reported, task_metrics
 from tunelab.models.objective import SelfSupervised
 from tunelab.models.qa_metrics import FEATURE_KEYS, bind_references, update_spans
+
+
+def _warmup_then_linear_decay(step: int, warmup: int, total: int) -> float:
+    """The lr factor at `step`: up from 0 to 1 over `warmup` steps, then down to 0 at `total`,
+    as transformers' `get_linear_schedule_with_warmup`. Built on torch's LambdaLR because that
+    function's module (transformers.optimization -> trainer_utils) imports peft whenever it is
+    installed, 0.2 s before the first step of a run that does not use peft."""
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 class TuneModule(L.LightningModule):
@@ -140,6 +152,7 @@ class TuneModule(L.LightningModule):
             lr=self.optim.lr, betas=tuple(self.optim.betas), fused=fused or None)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = math.ceil(self.optim.warmup_ratio * total)
-        schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        schedule = LambdaLR(optimizer, partial(_warmup_then_linear_decay, warmup=warmup,
+                                               total=total))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
