@@ -68,6 +68,42 @@ def test_throughput_counts_training_steps_not_validation(tiny_cfg, client, one_t
     assert 1 / 3 < ratio < 3, f"same steps, same rate (up to a loaded machine's noise): {ratio}"
 
 
+def test_a_resumed_run_costs_every_attempt_up_to_its_checkpoint(tiny_cfg, client, monkeypatch,
+                                                                  one_thread):
+    """Crashed at step 5 after four slow steps (a checkpoint at step 4), then resumed to step 10:
+    time, money and throughput count the first attempt's work up to that checkpoint too, so a
+    run that needed two attempts does not look cheaper than one that needed one."""
+    import time
+
+    from tunelab.models import TuneModule
+
+    overrides = ["trainer.max_steps=10", "trainer.checkpoint_every_n_steps=2",
+                 "hardware.usd_per_hour=3.6"]
+    step, slow = TuneModule.training_step, 1.0
+
+    def slow_then_crash(self, batch, batch_idx):
+        if self.trainer.global_step == 5:
+            raise RuntimeError("the machine went away")
+        time.sleep(slow)
+        return step(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TuneModule, "training_step", slow_then_crash)
+        with pytest.raises(RuntimeError, match="went away"):
+            train(tiny_cfg(*overrides))
+    train(tiny_cfg(*overrides))
+    [run] = train_runs(client)
+    metrics = run.data.metrics
+    assert run.data.tags.get("tunelab.resumed") == "true"
+    # each attempt times its batches after 3 warm-up ones: batch 4 of the first (the checkpoint
+    # came after it), and the last 3 of the 6 batches the resumed attempt trained
+    assert metrics["perf/train_samples_per_sec"] * metrics["time/train_wall_seconds"] == \
+        pytest.approx((1 + 3) * 32)
+    assert metrics["time/train_step_seconds"] >= slow, "the first attempt's timed slow step"
+    assert metrics["time/fit_seconds"] >= 4 * slow, "four slow steps before the checkpoint"
+    assert metrics["cost/usd"] == pytest.approx(3.6 * metrics["time/fit_seconds"] / 3600)
+
+
 def _net(tiny_cfg, adapter: str) -> torch.nn.Module:
     cfg = check_config(tiny_cfg(f"adapter={adapter}"))
     tokenizer = models.load_tokenizer(cfg.model)

@@ -127,12 +127,20 @@ class StepMemory:
         return tensor_bytes(held_tensors(trainer, module)) + step
 
 
+# what CostMeter carries from an attempt into a checkpoint: counts, and seconds by clock
+CARRIED = ("samples", "tokens", "joules", "fit_seconds", "train_seconds", "wall_seconds")
+
+
 class CostMeter(L.Callback):
     """Times training after a warm-up, counts its samples and tokens, and logs the costs at fit
     end; `tag` records where the peak FLOP/s and the energy came from.
 
     Two clocks, both synchronised on a GPU: the wall clock between step ends less validation
-    (the throughput), and the time from batch start to batch end (`time/train_step_seconds`)."""
+    (the throughput), and the time from batch start to batch end (`time/train_step_seconds`).
+
+    The totals travel in checkpoints (summed over ranks, as every rank writes one together), so
+    a resumed run's time, money, energy and throughput cover every attempt up to the checkpoint
+    it resumed from, not its last attempt alone; only the start-up is the last process's."""
 
     def __init__(self, adapter_method: str, usd_per_hour: float | None = None,
                  tag: Callable[[dict[str, str]], None] | None = None):
@@ -146,9 +154,12 @@ class CostMeter(L.Callback):
         self.per_token = 0.0
         self.memory = StepMemory()
         self.energy = EnergyMeter()
+        self.earlier = dict.fromkeys(CARRIED, 0.0)    # earlier attempts' totals (a resume)
+        self._strategy = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.t_fit = time.perf_counter()
+        self._strategy = trainer.strategy
         self.per_token = train_flops_per_token(pl_module, self.adapter_method)
         self.memory.start(pl_module)
         first_on_node = int(os.environ.get("LOCAL_RANK", "0")) == 0
@@ -196,14 +207,31 @@ class CostMeter(L.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.memory.stop_counting()
 
+    def _totals(self) -> dict[str, float]:
+        """Every attempt's totals so far: this one's, summed over ranks (one all-reduce, which
+        every rank makes together: at fit end, or into a checkpoint), plus the earlier ones'."""
+        joules = self.energy.joules()
+        here = torch.tensor([self.samples, self.tokens, joules or 0.0], dtype=torch.float64,
+                            device=self._strategy.root_device)
+        samples, tokens, joules_sum = self._strategy.reduce(here, reduce_op="sum").tolist()
+        now = {"samples": samples, "tokens": tokens, "joules": joules_sum,
+               "fit_seconds": time.perf_counter() - self.t_fit,
+               "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
+        return {key: self.earlier[key] + now[key] for key in CARRIED}
+
+    def state_dict(self) -> dict[str, float]:
+        return self._totals() if self._strategy is not None else dict(self.earlier)
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.earlier = {key: float(state_dict.get(key, 0.0)) for key in CARRIED}
+
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.fit_seconds = time.perf_counter() - self.t_fit
         device = pl_module.device
         joules = self.energy.joules()
-        totals = trainer.strategy.reduce(torch.tensor(
-            [self.samples, self.tokens, joules or 0.0], dtype=torch.float64, device=device),
-            reduce_op="sum")
-        samples, tokens, joules_sum = totals.tolist()
+        totals = self._totals()
+        self.fit_seconds = totals["fit_seconds"]
+        self.train_seconds, self.wall_seconds = totals["train_seconds"], totals["wall_seconds"]
+        samples, tokens, joules_sum = totals["samples"], totals["tokens"], totals["joules"]
         peak_mem = trainer.strategy.reduce(torch.tensor(
             float(self.memory.peak_bytes(trainer, pl_module, device)), dtype=torch.float64,
             device=device), reduce_op="max")
