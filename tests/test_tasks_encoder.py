@@ -139,6 +139,26 @@ def test_qa_reads_squad_v11_json_files(tiny_cfg, client, tmp_path):
     assert len(flat) == 16 and flat[0]["question"] == question
 
 
+def test_squad_json_limits_and_hold_out_count_questions(tiny_cfg, tmp_path):
+    """`datasets` reads a SQuAD JSON file as one row (`data`): holding out validation and
+    data.max_*_samples count its questions, as they count a flat file's rows."""
+    train_file, test_file = tmp_path / "train-v1.1.json", tmp_path / "test-v1.1.json"
+    _write_squad(train_file, synthetic.generate("qa", 40, seed=100))
+    test_rows = synthetic.generate("qa", 16, seed=101)
+    _write_squad(test_file, test_rows)
+    cfg = check_config(tiny_cfg(*QA_TINY, f"data.train_file={train_file}",
+                                f"data.test_file={test_file}", "data.validation_fraction=0.25",
+                                "data.max_train_samples=20", "data.max_eval_samples=3"))
+    raw = data.load_splits(cfg.data, cfg.task, tmp_path / "cache")
+    assert {split: len(ds) for split, ds in raw.splits.items()} == \
+        {"train": 20, "validation": 3, "test": 3}
+    assert raw.selection["test"] == ["first 3 rows"]
+    flat = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family).splits
+    assert flat["test"]["question"] == [row["question"] for row in test_rows[:3]]
+    assert {len(flat[split]) for split in ("train", "validation")} == {20, 3} and \
+        not set(flat["train"]["id"]) & set(flat["validation"]["id"]), "held out, not shared"
+
+
 def test_qa_answer_missing_from_context_names_file_and_row(tiny_cfg, client, tmp_path):
     train_file = tmp_path / "qa.csv"
     train_file.write_text("question,context,answer\nWho?,Ada wrote it.,Ada\n"

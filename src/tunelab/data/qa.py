@@ -3,7 +3,8 @@ labels, collation.
 
 Every split is first normalised to SQuAD's flat form (`id`, `question`, `context`, `answers` with
 `text` and `answer_start` lists, plus the row index the metric groups windows by), whether it came
-as a nested SQuAD v1.1/v2 JSON file, a flat file with an answer-text column, or generated rows.
+as a nested SQuAD v1.1/v2 JSON file (flattened as it was read, `squad_rows`), a flat file with an
+answer-text column, or generated rows.
 Generative QA (task.head=generate, `data.generative.GenerateQaData`) starts from the same rows.
 """
 
@@ -39,18 +40,15 @@ class QaData:
 
     def _normalise(self, raw: RawData, split: str, ds: datasets.Dataset) -> list[dict]:
         where = raw.files.get(split, raw.source)
-        if "data" in ds.column_names and self.columns["context"] not in ds.column_names:
-            rows = _squad_rows(ds)
-        else:
-            for key, column in (("data.question_column", self.columns["question"]),
-                                ("data.context_column", self.columns["context"]),
-                                ("data.answer_column", self.columns["answers"])):
-                if column not in ds.column_names:
-                    raise ConfigError(key, column, f"a column of the {split} split ({where}); it "
-                                      f"has {ds.column_names} (a SQuAD JSON file needs no columns)")
-            rows = [{"id": str(row.get("id", i)), "question": row[self.columns["question"]],
-                     "context": row[self.columns["context"]],
-                     "answers": row[self.columns["answers"]]} for i, row in enumerate(ds)]
+        for key, column in (("data.question_column", self.columns["question"]),
+                            ("data.context_column", self.columns["context"]),
+                            ("data.answer_column", self.columns["answers"])):
+            if column not in ds.column_names:
+                raise ConfigError(key, column, f"a column of the {split} split ({where}); it "
+                                  f"has {ds.column_names} (a SQuAD JSON file needs no columns)")
+        rows = [{"id": str(row.get("id", i)), "question": row[self.columns["question"]],
+                 "context": row[self.columns["context"]],
+                 "answers": row[self.columns["answers"]]} for i, row in enumerate(ds)]
         key = SPLIT_KEYS[split if split in raw.files else "train"] if raw.files else \
             "data.answer_column"
         return [{**row, "row": i, "answers": _locate(row, i, key, where, split)}
@@ -157,8 +155,9 @@ def _span_labels(window: list[tuple[int, int]], answers: dict) -> tuple[int, int
     return start, end
 
 
-def _squad_rows(ds: datasets.Dataset) -> list[dict]:
-    """Flatten SQuAD v1.1/v2 nesting (data -> paragraphs -> qas) into one row per question."""
+def squad_rows(ds: datasets.Dataset) -> list[dict]:
+    """Flatten SQuAD v1.1/v2 nesting (data -> paragraphs -> qas) into one row per question: the
+    qa kind's `unnest` (tunelab.tasks.qa), applied as a file is read (data.sources.unnest)."""
     rows = []
     for record in ds:
         for article in record["data"] or []:

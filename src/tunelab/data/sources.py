@@ -54,6 +54,7 @@ def load_splits(data: DictConfig, task: DictConfig, cache_dir: Path) -> RawData:
         raw = _from_hub(data)
     else:
         raw = _generated(data, task, cache_dir)
+    unnest(raw, data, task)
     if "validation" not in raw.splits:
         held = raw.splits["train"].train_test_split(test_size=data.validation_fraction, seed=0)
         raw.splits["train"], raw.splits["validation"] = held["train"], held["test"]
@@ -71,6 +72,21 @@ def load_splits(data: DictConfig, task: DictConfig, cache_dir: Path) -> RawData:
             key = SPLIT_KEYS[split] if raw.files else "data.dataset"
             raise ConfigError(key, raw.files.get(split, raw.source), f"the {split} split is empty")
     return raw
+
+
+def unnest(raw: RawData, data: DictConfig, task: DictConfig) -> None:
+    """Splits that nest their rows in the task kind's native format (a SQuAD JSON file is one row,
+    `data`) become one row per example under the configured column names, so holding out part of
+    train and data.max_*_samples count examples, not files."""
+    kind = tasks.kind(task.kind)
+    if kind.unnest is None:
+        return
+    names = kind.column_map(data)
+    for split, ds in raw.splits.items():
+        if kind.is_nested(data, ds.column_names):
+            rows = tasks.load(kind.unnest)(ds)
+            raw.splits[split] = datasets.Dataset.from_list(
+                [{names.get(key, key): value for key, value in row.items()} for row in rows])
 
 
 def _from_files(data: DictConfig) -> RawData:

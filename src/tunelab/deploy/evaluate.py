@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from tunelab import build, data, tasks
-from tunelab.data.sources import FILE_BUILDERS, RawData
+from tunelab.data.sources import FILE_BUILDERS, RawData, unnest
 from tunelab.deploy.classifier import TextClassifier
 from tunelab.deploy.generation import LabelScorer, TextGenerator
 from tunelab.deploy.pipeline import Pipeline, load_pipeline
@@ -116,6 +116,7 @@ class EvalData:
         # they read a train split; gold labels are checked against the run's (gold_ids).
         raw = RawData(datasets.DatasetDict({"train": rows}), digest, where, {"train": where},
                       {"train": (builder, where)})
+        unnest(raw, cfg.data, cfg.task)
         task_data = data.task_data_for(raw, cfg.data, cfg.task, cfg.model.family)
         null = spec.null_answers and allows_null(cfg)
         return cls(raw.splits["train"], builder, where, digest, file.name, task_data, null)

@@ -7,7 +7,7 @@ from tunelab.tasks.spec import CAUSAL_LM, QUESTION_ANSWERING, MetricSpec, TaskKi
 
 KIND = TaskKind("qa", columns={"question": "question_column", "context": "context_column",
                                "answers": "answer_column"}, generators=("qa",),
-                nested="data")
+                nested="data", unnest="tunelab.data.qa:squad_rows")
 _COMMON = {"kind": "qa", "inputs": ("question_column", "context_column"),
            "output": "answer", "model_type": "question-answering"}
 

@@ -37,19 +37,24 @@ class TaskKind:
     optional_columns: dict[str, str] = field(default_factory=dict)   # read when configured
     generators: tuple[str, ...] = ()    # data/synthetic generators (by task name) of its rows
     # a top-level key under which a file may nest rows in the kind's native format (SQuAD JSON's
-    # `data`); such a file needs no configured columns
+    # `data`); such a file needs no configured columns, and `unnest` ("module:function", rows ->
+    # one dict per example under the canonical keys) flattens it as it is read
     nested: str | None = None
+    unnest: str | None = None
 
     def column_keys(self, data: Any) -> dict[str, str]:
         """Config key -> configured column name, for every column the kind reads from `data`."""
         keys = [*self.columns.values(), *(k for k in self.optional_columns.values() if data[k])]
         return {f"data.{key}": data[key] for key in keys}
 
+    def is_nested(self, data: Any, present: list[str]) -> bool:
+        """A file with columns `present` nests its rows (and has none of the configured columns)."""
+        wanted = self.column_keys(data).values()
+        return self.nested is not None and self.nested in present and not set(wanted) & set(present)
+
     def file_columns(self, data: Any, present: list[str]) -> dict[str, str]:
         """`column_keys` a file with columns `present` must have (none when it nests its rows)."""
-        wanted = self.column_keys(data)
-        nested = self.nested in present and not set(wanted.values()) & set(present)
-        return {} if nested else wanted
+        return {} if self.is_nested(data, present) else self.column_keys(data)
 
     def column_map(self, data: Any) -> dict[str, str]:
         """Canonical row key -> the configured column name (generated data is written so)."""
