@@ -6,7 +6,9 @@
 # the first EVAL of articles 35-39. task=qa defaults (128-token windows, doc_stride 48).
 #
 #   SEED_TRIALS=grid.json OMP_NUM_THREADS=1 taskset -c 1 bench/study_squad.sh model=minilm \
-#       adapter=full,lora adapter.r=8 data.num_workers=0          # STEPS=200 BATCH=16 TRIALS=3
+#       adapter=full,lora data.num_workers=0        # STEPS=200 BATCH=16 TRIALS=3 SEEDS=2
+#   grid.json: {"adapter=full": {"enqueue": [{"optim.lr": 1e-4}, ...]}, "adapter=lora":
+#       {"enqueue": [{"optim.lr": 2e-3, "adapter.r": 8}, ...]}}     (r in the grid: full has no r)
 #
 # Extra arguments are tunelab-train overrides (the arms among them). Runs land in $WORK/mlruns.
 # Budget, trials, seeds and SEED_TRIALS (designed or earlier trials stored first): bench/_study.sh.
