@@ -3,9 +3,12 @@ of our own runs load from safetensors only, and every documented server binds to
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import string
+import sys
+import threading
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from tunelab import data, models
 from tunelab.config import check_config
 from tunelab.deploy.evaluate import evaluate
 from tunelab.deploy.runs import finished_train_run
+from tunelab.tracking.masking import secret_env_values
 from tunelab.tracking.store import client_for
 from tunelab.train import train
 
@@ -146,3 +150,27 @@ def test_a_secret_word_inside_a_name_is_not_masked_but_a_secret_name_is():
     assert out["model"]["hub_token"] == MASK
     assert mask_text("model.config.num_key_value_heads=2 hub.token=abcd1234efgh") == \
         f"model.config.num_key_value_heads=2 hub.token={MASK}"
+
+
+def test_secret_values_are_read_while_another_thread_changes_the_environment(monkeypatch):
+    """MLflow's telemetry thread deletes its own variable while a run starts; reading the
+    environment for secrets must neither fail nor miss a secret that stays."""
+    kept = random_text(16)
+    monkeypatch.setenv("TUNELAB_TEST_API_KEY", kept)
+    previous, stop = sys.getswitchinterval(), threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            os.environ["TUNELAB_CHURN_TOKEN"] = random_text(12)
+            del os.environ["TUNELAB_CHURN_TOKEN"]
+
+    sys.setswitchinterval(1e-6)     # switch threads often, as a busy machine does
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        found = [kept in secret_env_values() for _ in range(5000)]
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(previous)
+    assert all(found)

@@ -27,10 +27,21 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
+def environment() -> dict[str, str]:
+    """A copy of the process environment, taken while other threads may change it: reading
+    `os.environ` walks its keys in Python, so a variable deleted meanwhile (MLflow's telemetry
+    thread drops its session id at start-up) raises KeyError or RuntimeError; the copy is retaken."""
+    while True:
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):
+            continue
+
+
 def secret_env_values() -> list[str]:
     """Values of environment variables named like secrets (HF_TOKEN, WANDB_API_KEY, ...), longest
     first: masked wherever they appear, since paths and exception messages can carry them."""
-    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
+    values = {v for k, v in environment().items() if is_secret_name(k) and len(v) >= 8}
     return sorted(values, key=len, reverse=True)
 
 
