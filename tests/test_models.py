@@ -132,3 +132,41 @@ def test_hub_presets_load_through_the_one_loading_path(preset, tiny_cfg, monkeyp
     peft_net = adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task)
     lora = [n for n, p in peft_net.named_parameters() if "lora_" in n and p.requires_grad]
     assert lora and all(any(t in n for t in cfg.model.lora_targets) for n in lora)
+
+
+def test_the_task_head_trains_at_optim_head_lr(tiny_cfg, client, monkeypatch, one_thread):
+    """LoRA with a separate head rate: the classifier (inside peft's modules_to_save wrapper) is
+    AdamW's group at optim.head_lr, the LoRA matrices stay at optim.lr, and the run records both."""
+    from tunelab.models import TuneModule
+
+    groups = []
+    build = TuneModule.configure_optimizers
+
+    def recorded(self):
+        built = build(self)
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        groups.extend((g["initial_lr"], {names[id(p)] for p in g["params"]})
+                      for g in built["optimizer"].param_groups)
+        return built
+
+    monkeypatch.setattr(TuneModule, "configure_optimizers", recorded)
+    train(tiny_cfg("adapter=lora", "optim.lr=1e-3", "optim.head_lr=5e-2", "trainer.max_steps=2"))
+    [run] = train_runs(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.head_lr"] == "0.05"
+    by_rate = {}
+    for lr, names in groups:
+        by_rate.setdefault(lr, set()).update(names)
+    assert set(by_rate) == {1e-3, 5e-2}
+    assert by_rate[5e-2] and all(".classifier." in n and "modules_to_save" in n
+                                 for n in by_rate[5e-2])
+    assert by_rate[1e-3] and all("lora_" in n for n in by_rate[1e-3])
+
+
+def test_a_head_rate_without_a_head_or_below_zero_is_refused(tiny_cfg):
+    with pytest.raises(ConfigError, match=r"optim\.head_lr=-1(\.0)?: null .* or a learning rate"):
+        check_config(tiny_cfg("optim.head_lr=-1"))
+    with pytest.raises(ConfigError, match=r"optim\.head_lr=0\.1: null: this model trains no "
+                                          r"task head"):
+        train(tiny_cfg("model=tiny-llama", "task=instruct", "optim.head_lr=0.1",
+                       "trainer.max_steps=1"))

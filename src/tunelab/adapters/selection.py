@@ -23,6 +23,12 @@ def head_parameters(net: torch.nn.Module) -> list[str]:
     return names
 
 
+def is_head_parameter(name: str) -> bool:
+    """A parameter of the task head, also inside a peft wrapper (`base_model.model.classifier.
+    modules_to_save.default.weight`)."""
+    return any(part in HEAD_NAMES for part in name.split("."))
+
+
 def train_only(net: torch.nn.Module, chosen: set[str]) -> torch.nn.Module:
     """Freeze everything but the parameters named in `chosen`."""
     for name, param in net.named_parameters():

@@ -14,6 +14,8 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 from transformers import PreTrainedTokenizerBase
 
 from tunelab import tasks
+from tunelab.adapters.selection import HEAD_NAMES, is_head_parameter
+from tunelab.config import ConfigError
 from tunelab.models.generative import GenerativeHead
 from tunelab.models.metrics import reported, task_metrics
 from tunelab.models.objective import SelfSupervised
@@ -137,19 +139,35 @@ class TuneModule(L.LightningModule):
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
-    def configure_optimizers(self):
-        decay, no_decay = [], []
+    def param_groups(self) -> list[dict]:
+        """AdamW's groups: weight decay on matrices only (not biases or norms), and the task head
+        at `optim.head_lr` when it is set (a fresh head learns from zero; at a short budget it can
+        want a far higher rate than the body or an adapter, and one shared rate then ranks the
+        head's rate more than the method)."""
+        head_lr = self.optim.get("head_lr")
+        # (head?, decays?) -> parameters; the body's two groups always, in this order (a
+        # checkpoint's optimizer state is matched to its groups by position)
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {
+            key: [] for key in ((False, True), (False, False), (True, True), (True, False))}
         for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+                head = head_lr is not None and is_head_parameter(name)
+                groups[head, param.ndim >= 2 and "norm" not in name.lower()].append(param)
+        if head_lr is not None and not groups[True, True] + groups[True, False]:
+            raise ConfigError("optim.head_lr", head_lr, f"null: this model trains no task head "
+                              f"(a parameter under one of {list(HEAD_NAMES)})")
+        return [{"params": params, "weight_decay": self.optim.weight_decay if decays else 0.0,
+                 **({"lr": head_lr} if head else {})}
+                for (head, decays), params in groups.items() if params or not head]
+
+    def configure_optimizers(self):
+        groups = self.param_groups()
+        params = [p for group in groups for p in group["params"]]
         # Fused AdamW updates every tensor in one kernel pass (what HF Trainer uses by default);
         # torch's CPU default loops tensor by tensor, ~15x slower for a full fine-tune's step.
-        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                    for p in decay + no_decay)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.optim.lr, betas=tuple(self.optim.betas), fused=fused or None)
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas),
+                                      fused=fused or None)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = math.ceil(self.optim.warmup_ratio * total)
         schedule = LambdaLR(optimizer, partial(_warmup_then_linear_decay, warmup=warmup,
