@@ -227,7 +227,6 @@ class CostMeter(L.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         device = pl_module.device
-        joules = self.energy.joules()
         totals = self._totals()
         self.fit_seconds = totals["fit_seconds"]
         self.train_seconds, self.wall_seconds = totals["train_seconds"], totals["wall_seconds"]
@@ -244,7 +243,7 @@ class CostMeter(L.Callback):
         if self.usd_per_hour is not None:
             metrics["cost/usd"] = self.usd_per_hour * trainer.num_nodes * self.fit_seconds / 3600
         tags = {}
-        if joules is not None:
+        if self.energy.source is not None:     # a counter exists (its reading is in totals)
             metrics["perf/energy_j"] = joules_sum
             tags["perf.energy_source"] = self.energy.source
         if self.wall_seconds > 0 and samples:
