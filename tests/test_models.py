@@ -163,10 +163,15 @@ def test_the_task_head_trains_at_optim_head_lr(tiny_cfg, client, monkeypatch, on
     assert by_rate[1e-3] and all("lora_" in n for n in by_rate[1e-3])
 
 
-def test_a_head_rate_without_a_head_or_below_zero_is_refused(tiny_cfg):
+def test_a_head_rate_without_a_fresh_head_or_below_zero_is_refused(tiny_cfg):
+    """Refused at check time, before a model loads: a decoder writing its answer trains its own
+    pretrained LM head, which is the body's, not a fresh head."""
     with pytest.raises(ConfigError, match=r"optim\.head_lr=-1(\.0)?: null .* or a learning rate"):
         check_config(tiny_cfg("optim.head_lr=-1"))
-    with pytest.raises(ConfigError, match=r"optim\.head_lr=0\.1: null: this model trains no "
-                                          r"task head"):
-        train(tiny_cfg("model=tiny-llama", "task=instruct", "optim.head_lr=0.1",
-                       "trainer.max_steps=1"))
+    for writer in (["task=instruct"], ["task=intent", "task.head=generate"], ["task=qa"]):
+        with pytest.raises(ConfigError, match=r"optim\.head_lr=0\.1: null for task=\w+ with "
+                                              r"head=\w+ on model=tiny-llama: .*own pretrained LM"):
+            check_config(tiny_cfg("model=tiny-llama", *writer, "optim.head_lr=0.1"))
+    for fresh in (["task=intent"], ["task=qa", "task.doc_stride=8", "model=tiny-bert"]):  # score, span
+        assert check_config(tiny_cfg("model=tiny-llama", *fresh, "optim.head_lr=0.1")) \
+            .optim.head_lr == 0.1

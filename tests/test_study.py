@@ -56,6 +56,10 @@ def test_two_arm_study_tunes_each_arm_then_confirms_its_best_on_fresh_seeds(tmp_
         assert sorted(r.data.params["seed"] for r in confirm) == ["1", "2"]   # fresh seeds
         lrs = {float(r.data.params["optim.lr"]) for r in search}
         assert len(lrs) == 3 and all(low <= lr <= high for lr in lrs)
+        heads = {float(r.data.params["optim.head_lr"]) for r in search}     # the head's own rate
+        assert len(heads) == 3 and all(1e-3 <= lr <= 3e-1 for lr in heads)
+        assert {r.data.params["optim.head_lr"] for r in confirm} == \
+            {parent.data.params[f"tuned/adapter:{adapter}/optim.head_lr"]}
         best = max(search, key=lambda r: r.data.metrics["val/acc"])
         tuned = parent.data.params[f"tuned/adapter:{adapter}/optim.lr"]
         assert {r.data.params["optim.lr"] for r in confirm} == {tuned}
@@ -140,11 +144,34 @@ def test_each_arm_searches_its_own_space_minus_its_axis_and_fixed_keys(study_for
         return make_arm(study.load, overrides, list(fixed), {}, study.settings).space
 
     full, lora = space(["adapter=full"]), space(["adapter=lora"])
-    assert sorted(full) == ["optim.lr"]
+    assert sorted(full) == ["optim.head_lr", "optim.lr"]
     assert (full["optim.lr"].low, full["optim.lr"].high, full["optim.lr"].log) == (2e-5, 1e-3, True)
-    assert sorted(lora) == ["adapter.r", "optim.lr"] and lora["adapter.r"].choices == (4, 8, 16)
-    assert sorted(space(["adapter=lora", "adapter.r=4"])) == ["optim.lr"]   # the arm's axis
-    assert sorted(space(["adapter=lora"], ["optim.lr=1e-3"])) == ["adapter.r"]   # a fixed key
+    head = full["optim.head_lr"]
+    assert (head.low, head.high, head.log) == (1e-3, 3e-1, True)
+    assert sorted(lora) == ["adapter.r", "optim.head_lr", "optim.lr"]
+    assert lora["adapter.r"].choices == (4, 8, 16)
+    assert sorted(space(["adapter=lora", "adapter.r=4"])) == ["optim.head_lr", "optim.lr"]   # axis
+    assert sorted(space(["adapter=lora"], ["optim.lr=1e-3", "optim.head_lr=0.1"])) == \
+        ["adapter.r"]                                                        # fixed keys
+
+
+def test_the_head_rate_is_searched_only_where_a_fresh_head_trains_beside_the_body(study_for):
+    """adapter=head trains the head alone at optim.lr; a decoder writing its answer has no fresh
+    head; a decoder with a classifier head has one. Asking for the head rate where it is no
+    knob is refused before any job runs."""
+    study = study_for()
+
+    def space(overrides: list[str], searched: dict | None = None) -> list[str]:
+        return sorted(make_arm(study.load, overrides, [], searched or {}, study.settings).space)
+
+    assert space(["adapter=head"]) == ["optim.lr"]
+    writer = ["model=tiny-llama", "task=intent", "task.head=generate", "adapter=lora"]
+    assert space(writer) == ["adapter.r", "optim.lr"]
+    assert space(["model=tiny-llama", "task=intent", "adapter=lora"]) == \
+        ["adapter.r", "optim.head_lr", "optim.lr"]                  # its fresh score head
+    with pytest.raises(ConfigError, match=r"search\.optim\.head_lr='interval\(0\.01, 0\.1\)': "
+                                          r"not searched in arm .*trains no fresh task head"):
+        space(writer, {"optim.head_lr": "interval(0.01, 0.1)"})
 
 
 def test_the_command_line_replaces_a_presets_arms(study_for):

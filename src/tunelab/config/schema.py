@@ -190,7 +190,7 @@ GROUP_SCHEMAS: dict[str, type] = {
 # Optional groups: a config without them (an older run's, reproduced) binds to their defaults.
 OPTIONAL_SCHEMAS: dict[str, type] = {"budget": BudgetConfig, "study": StudyConfig}
 ROOT_KEYS = {"seed", "adapter", *GROUP_SCHEMAS}
-# `search:` beside a method or model declares its space for hydra/sweeper=study; runs never read it
+# `search:` beside a method, optimizer or model declares its space for hydra/sweeper=study; runs never read it
 SEARCH_KEY = "search"
 
 
@@ -375,6 +375,10 @@ def _check_combination(cfg: DictConfig) -> None:
              "objective.aux_weight", cfg.objective.aux_weight,
              f"0 here: task={task.name} already trains the self-supervised objective, and rnn "
              "models have none; the auxiliary loss applies to encoder and decoder task runs")
+    _require(cfg.optim.head_lr is None or spec.new_head, "optim.head_lr", cfg.optim.head_lr,
+             f"null for task={task.name} with head={task.head} on model={model.name}: the model "
+             "answers through its own pretrained LM head, and head_lr rates a fresh task head "
+             "(a classifier or span head)")
     _require(task.max_new_tokens > 0, "task.max_new_tokens", task.max_new_tokens, "an integer > 0")
     _require(task.generate_eval_samples >= 0, "task.generate_eval_samples",
              task.generate_eval_samples, "an integer >= 0 (0: no em)")

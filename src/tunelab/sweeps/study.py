@@ -6,8 +6,10 @@ methods. So a study (`-m hydra/sweeper=study adapter=full,lora`) makes each comb
 swept values an arm, and runs two phases through the ordinary launcher, one MLflow run per job:
 
 - search: per arm, an Optuna study over the arm's own space (the `search:` nodes its config
-  carries, e.g. beside the adapter in conf/adapter/lora.yaml), the same number of trials and the
-  same budget for every arm, scored on validation (the value tunelab-train returns);
+  carries, e.g. beside the adapter in conf/adapter/lora.yaml, and the fresh task head's own rate
+  beside the optimizer in conf/optim/adamw.yaml where the arm trains one), the same number of
+  trials and the same budget for every arm, scored on validation (the value tunelab-train
+  returns);
 - confirm: each arm's best trial re-run on fresh seeds; these runs score the test split.
 
 Resuming: every Optuna study lives in a database (default: optuna.db beside the tracking store).
@@ -36,6 +38,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from tunelab import tasks
 from tunelab.budget import budget_kind, budget_limits
 from tunelab.config import ConfigError, check_config
 from tunelab.config.schema import SEARCH_KEY
@@ -135,7 +138,8 @@ def parse(lines: Sequence[str]) -> list[Override]:
 
 
 def declared_space(cfg: DictConfig) -> dict[str, str]:
-    """The `search:` nodes of the arm's groups (adapter, model, ...), merged in config order."""
+    """The `search:` nodes of the arm's groups (adapter, optim, model, ...), merged in config
+    order."""
     space: dict[str, str] = {}
     for group, node in cfg.items():
         if group != "hydra" and isinstance(node, DictConfig) and node.get(SEARCH_KEY):
@@ -164,6 +168,17 @@ def arm_space(cfg: DictConfig, spec: dict[str, str], fixed: set[str],
 
 
 # ---- arms ---------------------------------------------------------------------------------------
+HEAD_LR = "optim.head_lr"
+
+
+def rates_its_head(checked: DictConfig) -> bool:
+    """Whether the arm's head rate is a knob of its own: a fresh task head (classifier, span) trains
+    beside a body that trains too. adapter=head trains the head alone at optim.lr, and a decoder
+    answering through its LM head has no fresh head."""
+    spec = tasks.spec_for(checked.task, checked.model.family)
+    return spec.new_head and checked.adapter.method != "head"
+
+
 def split_arguments(lines: Sequence[str], study: bool
                     ) -> tuple[dict[str, list[str]], dict[str, str], list[str]]:
     """(arm axes, searched expressions, fixed overrides). In a study, value lists and choices are
@@ -192,14 +207,21 @@ def make_arm(load: Callable[[list[str]], DictConfig], overrides: list[str], fixe
     """Compose the arm's job config and check it before anything runs."""
     label = " ".join(o.lstrip("+") for o in overrides) or "search"
     cfg = load([*fixed, *overrides])
-    spec = {**declared_space(cfg), **searched} if settings.study else dict(searched)
+    checked = check_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    declared = declared_space(cfg) if settings.study else {}
+    if not rates_its_head(checked):
+        if HEAD_LR in searched:
+            raise ConfigError(f"search.{HEAD_LR}", searched[HEAD_LR],
+                              f"not searched in arm {label}: its run trains no fresh task head "
+                              "beside its body (head_lr rates a classifier or span head)")
+        declared.pop(HEAD_LR, None)
+    spec = {**declared, **searched}
     # a key set on the command line, or the arm's own axis (adapter.r=4,8), is not searched
     fixed_keys = {o.get_key_element().lstrip("+~") for o in parse([*fixed, *overrides])}
     space = arm_space(cfg, spec, fixed_keys, label)
     if not space:
         raise ConfigError("search", spec, f"arm {label} has nothing to search: declare a "
                           "search: node beside its method or model, or pass key=interval(a, b)")
-    checked = check_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
     mode = settings.direction or f"{checked.task.mode}imize"
     return Arm(label, list(overrides), space, {k: spec[k] for k in space}, mode, checked.seed,
                budget_limits(checked.budget, checked.trainer.max_steps)

@@ -98,6 +98,13 @@ class TaskSpec:
         return self.auto_class == MASKED_LM
 
     @property
+    def new_head(self) -> bool:
+        """Whether the head is a layer added to the pretrained body and initialised fresh (a
+        classifier or a span head), rather than the model's own LM head: what `optim.head_lr`
+        rates."""
+        return self.auto_class in (SEQUENCE_CLASSIFICATION, QUESTION_ANSWERING)
+
+    @property
     def labelled_head(self) -> bool:
         """Whether the head is sized by the label set (num_labels, id2label)."""
         return self.auto_class == SEQUENCE_CLASSIFICATION
