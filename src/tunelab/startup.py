@@ -1,5 +1,6 @@
-"""When this process started, precisely; imports nothing heavy, so a baseline script can time its
-own start-up the same way as tunelab does (bench/_common.py)."""
+"""This process: when it started, precisely, and its environment, read safely. Imports nothing
+heavy, so a baseline script can time its own start-up the same way as tunelab does
+(bench/_common.py), and every layer can use it."""
 
 from __future__ import annotations
 
@@ -23,3 +24,14 @@ def process_start_time() -> float:
         import psutil
 
         return psutil.Process().create_time()
+
+
+def environment() -> dict[str, str]:
+    """A copy of the process environment, taken while other threads may change it: reading
+    `os.environ` walks its keys in Python, so a variable deleted meanwhile (MLflow's telemetry
+    thread drops its session id at start-up) raises KeyError or RuntimeError; the copy is retaken."""
+    while True:
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):
+            continue

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
+
+from tunelab.startup import environment
 
 # Rank 0's resume decision, for the local ranks it starts (tracking.checkpoints.resume_point).
 RESUME_ENV = "TUNELAB_RESUME_FROM"
@@ -72,7 +74,7 @@ class JobRankLauncher(_SubprocessScriptLauncher):
         for local_rank in range(1, self.num_processes):
             self.procs.append(subprocess.Popen(
                 self.command.argv(local_rank), cwd=os.getcwd(),
-                env={**os.environ, "LOCAL_RANK": str(local_rank)}))
+                env={**environment(), "LOCAL_RANK": str(local_rank)}))
 
 
 class _RelaunchThisJob:

@@ -9,9 +9,10 @@ format, or when it follows a secret name (`hub.token=...`, `?token=...`, `user:p
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
+
+from tunelab.startup import environment
 
 MASK = "***"
 _SECRET_NAME = re.compile(r"(^|[._-])(token|secret|password|passwd|api[_-]?key|access[_-]?key|"
@@ -25,17 +26,6 @@ _URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)([^/\s@]+)@")        # scheme://user
 
 def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
-
-
-def environment() -> dict[str, str]:
-    """A copy of the process environment, taken while other threads may change it: reading
-    `os.environ` walks its keys in Python, so a variable deleted meanwhile (MLflow's telemetry
-    thread drops its session id at start-up) raises KeyError or RuntimeError; the copy is retaken."""
-    while True:
-        try:
-            return dict(os.environ)
-        except (KeyError, RuntimeError):
-            continue
 
 
 def secret_env_values() -> list[str]:
