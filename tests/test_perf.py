@@ -68,6 +68,17 @@ def test_throughput_counts_training_steps_not_validation(tiny_cfg, client, one_t
     assert 1 / 3 < ratio < 3, f"same steps, same rate (up to a loaded machine's noise): {ratio}"
 
 
+def test_a_run_within_the_warm_up_records_no_training_clock(tiny_cfg, client, one_thread):
+    """Three steps are all warm-up: no step was timed, so the run records no train time and no
+    rate rather than a train time of 0 s that a table would read as free."""
+    train(tiny_cfg("trainer.max_steps=3"))
+    [run] = train_runs(client)
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED" and metrics["time/fit_seconds"] > 0
+    assert not {"time/train_wall_seconds", "time/train_step_seconds",
+                "perf/train_samples_per_sec", "perf/mfu"} & set(metrics)
+
+
 def test_a_resumed_run_costs_every_attempt_up_to_its_checkpoint(tiny_cfg, client, monkeypatch,
                                                                   one_thread):
     """Crashed at step 5 after four slow steps (a checkpoint at step 4), then resumed to step 10:

@@ -236,10 +236,11 @@ class CostMeter(L.Callback):
             device=device), reduce_op="max")
         metrics = {"time/fit_seconds": self.fit_seconds,
                    "time/startup_seconds": self.startup_seconds,
-                   "time/train_step_seconds": self.train_seconds,
-                   "time/train_wall_seconds": self.wall_seconds,
                    "perf/peak_mem_mb": float(peak_mem) / MB,
                    "perf/flops_per_token": self.per_token}
+        if samples:     # some step ran after the warm-up: a run of 3 steps or fewer timed none
+            metrics["time/train_step_seconds"] = self.train_seconds
+            metrics["time/train_wall_seconds"] = self.wall_seconds
         if self.usd_per_hour is not None:
             metrics["cost/usd"] = self.usd_per_hour * trainer.num_nodes * self.fit_seconds / 3600
         tags = {}
