@@ -2,7 +2,8 @@
 
     python bench/seed_trials.py SPEC.json MLRUNS ADAPTER_CONF_DIR <the sweep's arguments...>
 
-SPEC names each adapter arm and what to store in its Optuna study:
+SPEC names each adapter arm and what to store in its Optuna study (a plain search, SEARCH=1, has
+one arm and one study):
 {"adapter=lora": {"enqueue": [{"optim.lr": 2e-3, "adapter.r": 8}],
                   "completed": [[{"optim.lr": 4.3e-3, "adapter.r": 8}, 0.446]]}}.
 Enqueued points are the arm's next trials (a designed grid instead of TPE's random start);
@@ -40,11 +41,15 @@ def study_id(arguments: list[str]) -> str:
 def seed(spec: dict, mlruns: Path, adapters: Path, arguments: list[str]) -> None:
     sid = study_id(arguments)
     storage = default_storage(mlruns)
+    # a plain search (SEARCH=1: hydra/sweeper=optuna) keeps its trials in one study, no arm's
+    plain = "hydra/sweeper=study" not in arguments
+    if plain and len(spec) != 1:
+        raise SystemExit(f"seed: a plain search has one arm; the spec names {list(spec)}")
     for arm, points in spec.items():
         space = OmegaConf.load(adapters / f"{arm.split('=', 1)[1]}.yaml").search
         dists = {k: distribution(parse([f"{k}={v}"])[0]) for k, v in space.items()}
-        study = optuna.create_study(study_name=optuna_study_name(sid, arm), storage=storage,
-                                    direction="maximize", load_if_exists=True)
+        study = optuna.create_study(study_name=optuna_study_name(sid, None if plain else arm),
+                                    storage=storage, direction="maximize", load_if_exists=True)
         if study.trials:
             print(f"seed: {arm} already has {len(study.trials)} trials, left as stored")
             continue

@@ -62,6 +62,29 @@ def test_seeded_trials_leave_only_the_confirm_phase_to_run(tmp_path):
     assert parent.data.params["tuned/adapter:lora/adapter.r"] == "4"
 
 
+def test_a_plain_search_finds_its_seeded_trials(tmp_path):
+    """SEARCH=1 (one arm, hydra/sweeper=optuna) keeps its trials in one Optuna study with no arm
+    in its name; a completed seeded trial counts toward TRIALS, so one more is trained."""
+    data = tmp_path / "banking"
+    data.mkdir()
+    intents_csv(data / "train.csv", 60)
+    intents_csv(data / "test.csv", 12)
+    params, value = BEST["adapter=lora"]
+    (tmp_path / "seed.json").write_text(json.dumps({"adapter=lora": {"completed": [[params,
+                                                                                   value]]}}))
+    env = {**os.environ, "DATA": str(data), "WORK": str(tmp_path), "STEPS": "2", "BATCH": "8",
+           "TRIALS": "2", "EVAL": "8", "SEARCH": "1", "SEED_TRIALS": str(tmp_path / "seed.json"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "study_banking77.sh"), "model=tiny-bert", "adapter=lora",
+         "optim.lr=tag(log, interval(4e-4, 2e-2))", "data.max_length=16"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 of 2 trials already complete" in proc.stderr + proc.stdout
+    runs = train_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"))
+    assert len(runs) == 1 and float(runs[0].data.params["optim.lr"]) != params["optim.lr"]
+
+
 def squad_json(path: Path, articles: int, questions: int) -> None:
     """Generated QA rows as SQuAD v1.1 nesting, `questions` single-question paragraphs per article."""
     rows = synthetic.generate("qa", articles * questions, 0)
