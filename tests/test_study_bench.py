@@ -32,22 +32,31 @@ def intents_csv(path: Path, rows: int) -> None:
                           "category": f"intent_{words[i % 3]}"} for i in range(rows))
 
 
-def test_seeded_trials_leave_only_the_confirm_phase_to_run(tmp_path):
+def banking77_study(tmp_path: Path, seeded: dict, arguments: list[str],
+                    **env: str) -> subprocess.CompletedProcess:
+    """bench/study_banking77.sh on tiny-bert over 60 generated intent rows, 2 steps of 8, with
+    `seeded` as its SEED_TRIALS file."""
     data = tmp_path / "banking"
     data.mkdir()
     intents_csv(data / "train.csv", 60)
     intents_csv(data / "test.csv", 12)
-    seeded = {arm: {"completed": [[WORSE[arm], 0.1], [params, value]]}
-              for arm, (params, value) in BEST.items()}
     (tmp_path / "seed.json").write_text(json.dumps(seeded))
     env = {**os.environ, "DATA": str(data), "WORK": str(tmp_path), "STEPS": "2", "BATCH": "8",
-           "TRIALS": "2", "SEEDS": "1", "EVAL": "8", "SEED_TRIALS": str(tmp_path / "seed.json"),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HYDRA_FULL_ERROR": "1"}
+           "EVAL": "8", "SEED_TRIALS": str(tmp_path / "seed.json"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HYDRA_FULL_ERROR": "1",
+           **env}
     proc = subprocess.run(
-        ["bash", str(ROOT / "bench" / "study_banking77.sh"), "model=tiny-bert", "adapter=full,lora",
-         "data.max_length=16"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-        check=False)
+        ["bash", str(ROOT / "bench" / "study_banking77.sh"), "model=tiny-bert",
+         "data.max_length=16", *arguments], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_seeded_trials_leave_only_the_confirm_phase_to_run(tmp_path):
+    seeded = {arm: {"completed": [[WORSE[arm], 0.1], [params, value]]}
+              for arm, (params, value) in BEST.items()}
+    proc = banking77_study(tmp_path, seeded, ["adapter=full,lora"], TRIALS="2", SEEDS="1")
     assert "2 of 2 trials already complete" in proc.stderr + proc.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = train_runs(client)
@@ -65,21 +74,10 @@ def test_seeded_trials_leave_only_the_confirm_phase_to_run(tmp_path):
 def test_a_plain_search_finds_its_seeded_trials(tmp_path):
     """SEARCH=1 (one arm, hydra/sweeper=optuna) keeps its trials in one Optuna study with no arm
     in its name; a completed seeded trial counts toward TRIALS, so one more is trained."""
-    data = tmp_path / "banking"
-    data.mkdir()
-    intents_csv(data / "train.csv", 60)
-    intents_csv(data / "test.csv", 12)
     params, value = BEST["adapter=lora"]
-    (tmp_path / "seed.json").write_text(json.dumps({"adapter=lora": {"completed": [[params,
-                                                                                   value]]}}))
-    env = {**os.environ, "DATA": str(data), "WORK": str(tmp_path), "STEPS": "2", "BATCH": "8",
-           "TRIALS": "2", "EVAL": "8", "SEARCH": "1", "SEED_TRIALS": str(tmp_path / "seed.json"),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
-        ["bash", str(ROOT / "bench" / "study_banking77.sh"), "model=tiny-bert", "adapter=lora",
-         "optim.lr=tag(log, interval(4e-4, 2e-2))", "data.max_length=16"], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = banking77_study(tmp_path, {"adapter=lora": {"completed": [[params, value]]}},
+                           ["adapter=lora", "optim.lr=tag(log, interval(4e-4, 2e-2))"],
+                           TRIALS="2", SEARCH="1")
     assert "1 of 2 trials already complete" in proc.stderr + proc.stdout
     runs = train_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"))
     assert len(runs) == 1 and float(runs[0].data.params["optim.lr"]) != params["optim.lr"]
