@@ -163,15 +163,28 @@ def test_the_task_head_trains_at_optim_head_lr(tiny_cfg, client, monkeypatch, on
     assert by_rate[1e-3] and all("lora_" in n for n in by_rate[1e-3])
 
 
-def test_a_head_rate_without_a_fresh_head_or_below_zero_is_refused(tiny_cfg):
-    """Refused at check time, before a model loads: a decoder writing its answer trains its own
-    pretrained LM head, which is the body's, not a fresh head."""
+def test_the_head_rate_applies_to_a_fresh_head_beside_a_training_body(tiny_cfg):
+    """Resolved at check time, before a model loads, and recorded as resolved: a decoder writing
+    its answer trains its own pretrained LM head (the body's), adapter=head trains the head alone
+    at optim.lr, and an LSTM trains from scratch, so none has a head rate; a fresh score or span
+    head beside a pretrained body has one."""
     with pytest.raises(ConfigError, match=r"optim\.head_lr=-1(\.0)?: null .* or a learning rate"):
         check_config(tiny_cfg("optim.head_lr=-1"))
-    for writer in (["task=instruct"], ["task=intent", "task.head=generate"], ["task=qa"]):
-        with pytest.raises(ConfigError, match=r"optim\.head_lr=0\.1: null for task=\w+ with "
-                                              r"head=\w+ on model=tiny-llama: .*own pretrained LM"):
-            check_config(tiny_cfg("model=tiny-llama", *writer, "optim.head_lr=0.1"))
-    for fresh in (["task=intent"], ["task=qa", "task.doc_stride=8", "model=tiny-bert"]):  # score, span
-        assert check_config(tiny_cfg("model=tiny-llama", *fresh, "optim.head_lr=0.1")) \
-            .optim.head_lr == 0.1
+    for none in (["model=tiny-llama", "task=instruct"], ["model=tiny-llama", "task.head=generate"],
+                 ["model=tiny-llama", "task=qa"], ["adapter=head"], ["model=lstm", "adapter=full"]):
+        assert check_config(tiny_cfg(*none, "optim.head_lr=0.1")).optim.head_lr is None, none
+    for fresh in (["model=tiny-llama", "task=intent"], ["task=qa", "task.doc_stride=8"],
+                  ["adapter=lora"]):
+        assert check_config(tiny_cfg(*fresh, "optim.head_lr=0.2")).optim.head_lr == 0.2, fresh
+
+
+def test_the_head_rate_defaults_to_the_model_presets(tiny_cfg):
+    """MiniLM's preset carries a measured head rate; a preset without one leaves the head at
+    optim.lr; the command line wins either way."""
+    assert check_config(tiny_cfg("model=minilm")).optim.head_lr == 0.1
+    assert check_config(tiny_cfg("model=minilm", "optim.head_lr=null")).optim.head_lr is None
+    assert check_config(tiny_cfg("model=minilm", "optim.head_lr=0.03")).optim.head_lr == 0.03
+    assert check_config(tiny_cfg("model=minilm", "adapter=head")).optim.head_lr is None
+    assert check_config(tiny_cfg()).optim.head_lr is None       # tiny-bert: none measured
+    with pytest.raises(ConfigError, match=r"model\.head_lr=0(\.0)?: null .* or a learning rate"):
+        check_config(tiny_cfg("model=minilm", "model.head_lr=0", "optim.head_lr=null"))

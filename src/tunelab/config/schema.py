@@ -46,6 +46,9 @@ class ModelConfig:
     ia3_targets: list[str] = field(default_factory=list)
     ia3_feedforward: list[str] = field(default_factory=list)
     chat_template: str | None = None
+    # a fresh task head's rate on this body (optim.head_lr's default): it depends on the scale of
+    # the features the head reads; null: the head trains at optim.lr
+    head_lr: float | None = None
 
 
 @dataclass
@@ -190,7 +193,8 @@ GROUP_SCHEMAS: dict[str, type] = {
 # Optional groups: a config without them (an older run's, reproduced) binds to their defaults.
 OPTIONAL_SCHEMAS: dict[str, type] = {"budget": BudgetConfig, "study": StudyConfig}
 ROOT_KEYS = {"seed", "adapter", *GROUP_SCHEMAS}
-# `search:` beside a method, optimizer or model declares its space for hydra/sweeper=study; runs never read it
+# `search:` beside a method, optimizer or model declares its space for hydra/sweeper=study;
+# runs never read it
 SEARCH_KEY = "search"
 
 
@@ -226,7 +230,18 @@ def check_config(cfg: DictConfig) -> DictConfig:
     _resolve_head(checked["task"], checked["model"]["family"])
     validated = OmegaConf.create(checked)
     _check_values(validated)
+    if not rates_its_head(validated):       # recorded as what the run does: no head rate
+        validated.optim.head_lr = None
     return validated
+
+
+def rates_its_head(cfg: DictConfig) -> bool:
+    """Whether `optim.head_lr` applies: a fresh task head (a classifier or span head) trains beside
+    a pretrained body that trains too. adapter=head trains the head alone, at optim.lr; a decoder
+    writing its answer trains its own pretrained LM head, part of the body; an rnn model trains
+    from scratch, its body as fresh as its head."""
+    spec = tasks.spec_for(cfg.task, cfg.model.family)
+    return spec.new_head and cfg.adapter.method != "head" and cfg.model.family != "rnn"
 
 
 def _adapter_registry() -> ModuleType:
@@ -291,6 +306,8 @@ def _check_values(cfg: DictConfig) -> None:
     head_lr = cfg.optim.get("head_lr")
     _require(head_lr is None or head_lr > 0, "optim.head_lr", head_lr,
              "null (the head trains at optim.lr) or a learning rate > 0")
+    _require(model.head_lr is None or model.head_lr > 0, "model.head_lr", model.head_lr,
+             "null (no default head rate on this model) or a learning rate > 0")
     _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay, ">= 0")
     _require(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", cfg.optim.warmup_ratio, "in [0, 1)")
     _require(cfg.objective.aux_weight >= 0, "objective.aux_weight", cfg.objective.aux_weight, ">= 0")
@@ -375,10 +392,6 @@ def _check_combination(cfg: DictConfig) -> None:
              "objective.aux_weight", cfg.objective.aux_weight,
              f"0 here: task={task.name} already trains the self-supervised objective, and rnn "
              "models have none; the auxiliary loss applies to encoder and decoder task runs")
-    _require(cfg.optim.head_lr is None or spec.new_head, "optim.head_lr", cfg.optim.head_lr,
-             f"null for task={task.name} with head={task.head} on model={model.name}: the model "
-             "answers through its own pretrained LM head, and head_lr rates a fresh task head "
-             "(a classifier or span head)")
     _require(task.max_new_tokens > 0, "task.max_new_tokens", task.max_new_tokens, "an integer > 0")
     _require(task.generate_eval_samples >= 0, "task.generate_eval_samples",
              task.generate_eval_samples, "an integer >= 0 (0: no em)")

@@ -38,10 +38,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from tunelab import tasks
 from tunelab.budget import budget_kind, budget_limits
 from tunelab.config import ConfigError, check_config
-from tunelab.config.schema import SEARCH_KEY
+from tunelab.config.schema import SEARCH_KEY, rates_its_head
 from tunelab.sweeps.callbacks import SWEEP_ENV, sweep_key
 from tunelab.tracking import names
 from tunelab.tracking.masking import mask_text
@@ -169,14 +168,6 @@ def arm_space(cfg: DictConfig, spec: dict[str, str], fixed: set[str],
 
 # ---- arms ---------------------------------------------------------------------------------------
 HEAD_LR = "optim.head_lr"
-
-
-def rates_its_head(checked: DictConfig) -> bool:
-    """Whether the arm's head rate is a knob of its own: a fresh task head (classifier, span) trains
-    beside a body that trains too. adapter=head trains the head alone at optim.lr, and a decoder
-    answering through its LM head has no fresh head."""
-    spec = tasks.spec_for(checked.task, checked.model.family)
-    return spec.new_head and checked.adapter.method != "head"
 
 
 def split_arguments(lines: Sequence[str], study: bool
