@@ -204,7 +204,7 @@ def make_arm(load: Callable[[list[str]], DictConfig], overrides: list[str], fixe
         if HEAD_LR in searched:
             raise ConfigError(f"search.{HEAD_LR}", searched[HEAD_LR],
                               f"not searched in arm {label}: its run trains no fresh task head "
-                              "beside its body (head_lr rates a classifier or span head)")
+                              "beside a pretrained body (head_lr rates a classifier or span head)")
         declared.pop(HEAD_LR, None)
     spec = {**declared, **searched}
     # a key set on the command line, or the arm's own axis (adapter.r=4,8), is not searched
