@@ -303,11 +303,12 @@ def _check_values(cfg: DictConfig) -> None:
     _require(task.mode in ("min", "max"), "task.mode", task.mode, "min or max")
     _adapter_registry().method_of(adapter).check_values(model)
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a learning rate > 0")
+    # the preset's rate first: optim.head_lr takes it by default, and the error names the key set
+    _require(model.head_lr is None or model.head_lr > 0, "model.head_lr", model.head_lr,
+             "null (no default head rate on this model) or a learning rate > 0")
     head_lr = cfg.optim.get("head_lr")
     _require(head_lr is None or head_lr > 0, "optim.head_lr", head_lr,
              "null (the head trains at optim.lr) or a learning rate > 0")
-    _require(model.head_lr is None or model.head_lr > 0, "model.head_lr", model.head_lr,
-             "null (no default head rate on this model) or a learning rate > 0")
     _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay, ">= 0")
     _require(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", cfg.optim.warmup_ratio, "in [0, 1)")
     _require(cfg.objective.aux_weight >= 0, "objective.aux_weight", cfg.objective.aux_weight, ">= 0")
