@@ -27,6 +27,10 @@ LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "targets": ["query", "value"]}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DECODER_LORA_TARGETS = ["q_proj", "v_proj"]
 IGNORE = -100   # the label transformers' losses skip: prompt and padding tokens
+# What a tunelab run is told to train as the plain loops and HF Trainer do: float32 (hardware=cpu
+# picks bf16-mixed where the CPU has it) and one rate for the whole model (the model presets give a
+# fresh task head its own, model.head_lr). Later overrides still win, e.g. an arm's optim.head_lr.
+AS_PLAIN_LOOP = ["hardware.precision=32-true", "optim.head_lr=null"]
 
 
 def data_files(out: Path) -> dict[str, str]:

@@ -3,9 +3,9 @@ plain PyTorch + transformers loop, on the SQuAD articles in ../shared/data/squad
 
 The split is the folder README's: the first `--train-questions` questions of articles 0-29 train,
 articles 30-39 (their first `--eval-questions`) score, so no context is seen in training. Both
-sides get the same model, steps, batch, rate, warm-up and clipping; the plain loop truncates each
-question + context to `--plain-max-length` tokens (no windows) and answers with the best span of
-at most 30 tokens. Both are scored by torchmetrics' SQuAD EM/F1 (in %). Figures are appended to
+sides get the same model, steps, batch, rate (the span head's too), warm-up and clipping; the plain
+loop truncates each question + context to `--plain-max-length` tokens (no windows) and answers
+with the best span of at most 30 tokens. Both are scored by torchmetrics' SQuAD EM/F1 (in %). Figures are appended to
 bench/RESULTS.md.
 
     OMP_NUM_THREADS=1 taskset -c 1 python bench/qa_quality.py --steps 200 --seed 0 1 2 \
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import _common  # noqa: F401  (records the process start first)
 import torch
-from _common import append_results, minilm_folder, seed_all, tunelab_metrics
+from _common import AS_PLAIN_LOOP, append_results, minilm_folder, seed_all, tunelab_metrics
 from squad_split import write_splits
 
 MAX_ANSWER_TOKENS = 30
@@ -149,9 +149,7 @@ def best_text(start: torch.Tensor, end: torch.Tensor, sequence_ids: list, offset
 
 def tunelab_run(files: dict[str, Path], args, extra: str, work: Path,
                 seed: int) -> dict[str, float]:
-    # fp32 like the plain loop (hardware=cpu trains in bf16-mixed where the CPU has bf16)
-    overrides = ["model=minilm", "task=qa", "adapter=full", "hardware.precision=32-true",
-                 f"optim.lr={args.lr}",
+    overrides = ["model=minilm", "task=qa", "adapter=full", *AS_PLAIN_LOOP, f"optim.lr={args.lr}",
                  f"data.batch_size={args.batch}", f"trainer.max_steps={args.steps}",
                  f"trainer.val_check_interval={args.steps}", "trainer.max_epochs=100",
                  f"data.train_file={files['train']}", f"data.validation_file={files['validation']}",

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import psutil
 from _common import (
+    AS_PLAIN_LOOP,
     append_results,
     data_files,
     instruct_files,
@@ -90,15 +91,15 @@ def run_tunelab(method: str, args, files: dict, work: Path, tag: str, rep: int,
                 env: dict[str, str]) -> dict:
     """One tunelab-train run, timed by the baselines' clock; each round has its own tokenization
     cache, so every round reads and tokenizes the data as the baselines do (a user's later runs
-    on the same data skip it). Precision is pinned to float32 as the baselines train, whatever
-    `hardware=cpu` picks by default."""
+    on the same data skip it). It trains as the baselines do (AS_PLAIN_LOOP: float32, one rate),
+    whatever `hardware=cpu` and the model preset pick by default."""
     out: dict[str, str] = {}
     m = tunelab_metrics([
         *TUNELAB_MODEL[args.model](files), f"adapter={method}", f"optim.lr={LR[method]}",
         f"data.train_file={files['train']}", f"data.validation_file={files['test']}",
         f"data.test_file={files['test']}", f"data.batch_size={args.batch}",
         f"data.max_length={args.max_length}", f"data.padding={args.padding}",
-        f"trainer.max_steps={args.steps}", "hardware.precision=32-true",
+        f"trainer.max_steps={args.steps}", *AS_PLAIN_LOOP,
         "trainer.max_epochs=null", f"trainer.checkpoint_every_n_steps={10 * args.steps}",
         f"paths.cache_dir={work / f'cache-{rep}-{tag}'}"], work, f"bench-{tag}", env=env,
         script=[sys.executable, str(HERE / "_tunelab_timed.py")], stdout=out)
