@@ -142,7 +142,8 @@ class StepTimer:
     between steps, as a user waits for it. Counts samples, real (attention-mask) tokens and padded
     tokens (the work a step does: with dynamic padding each way draws other batches, so padded
     tokens/s compares the loops at equal work); remembers when the first step ended, on the wall
-    clock and in CPU time."""
+    clock and in CPU time, and the peak resident memory when the last step ended (what training
+    needed, before evaluation and saving raise the process's own peak)."""
 
     def __init__(self) -> None:
         self.steps = self.samples = self.tokens = self.padded = 0
@@ -150,11 +151,13 @@ class StepTimer:
         self.first_step_cpu: float | None = None
         self.t0: float | None = None
         self.t_last: float | None = None
+        self.train_peak_mb: float | None = None
 
     def step(self, batch) -> None:
         """Called at the end of each optimizer step with the step's batch."""
         self.steps += 1
         self.t_last = time.perf_counter()
+        self.train_peak_mb = peak_rss_mb()
         if self.steps == 1:
             self.first_step_at = time.time()
             self.first_step_cpu = cpu_seconds()
@@ -171,7 +174,8 @@ class StepTimer:
                 "train_tokens_per_sec": self.tokens / elapsed,
                 "train_padded_tokens_per_sec": self.padded / elapsed,
                 "startup_seconds": self.first_step_at - PROCESS_START,
-                "startup_cpu_seconds": self.first_step_cpu}
+                "startup_cpu_seconds": self.first_step_cpu,
+                "train_peak_mem_mb": self.train_peak_mb}
 
 
 def report(result: dict) -> None:

@@ -176,15 +176,17 @@ def render(runs, args, files, seconds: float, loads: list[float]) -> str:
              + (f" --threads {args.threads}" if args.threads else "")
              + (f" --float-copy {args.float_copy}" if args.float_copy else "") + "`", "",
              ("| method | way | samples/s | tokens/s | padded tokens/s | tunelab's own samples/s "
-              f"| start-up s | start-up CPU s | peak RSS MB | eval samples/s | {test} |"),
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| start-up s | start-up CPU s | peak RSS MB, training | peak RSS MB, process "
+              f"| eval samples/s | {test} |"),
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (m, w), r in medians.items():
         own = f"{r['own_samples_per_sec']:.1f}" if "own_samples_per_sec" in r else ""
         lines.append(f"| {m} | {w} | {r['train_samples_per_sec']:.2f} | "
                      f"{r['train_tokens_per_sec']:.0f} | "
                      f"{r['train_padded_tokens_per_sec']:.0f} | {own} | "
                      f"{r['startup_seconds']:.1f} | {r['startup_cpu_seconds']:.1f} | "
-                     f"{r['peak_mem_mb']:.0f} | {r['eval_samples_per_sec']:.1f} | "
+                     f"{r['train_peak_mem_mb']:.0f} | {r['peak_mem_mb']:.0f} | "
+                     f"{r['eval_samples_per_sec']:.1f} | "
                      f"{r[test]:.3f} |")
     lines += ["", "Ratios tunelab / baseline, median (per round):", "",
               ("| method | vs | samples/s | padded tokens/s | start-up wall | start-up CPU |"),

@@ -31,16 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ---- mixed precision x fused AdamW x clipping ----------------------------------------------------
 class GradNorm(L.Callback):
-    """The total gradient norm after the optimizer step: Lightning zeroes gradients only before
-    the next backward, so this is the clipped gradient the step used."""
+    """The total gradient norm each optimizer step used: read as the optimizer's step ends (the
+    update leaves the clipped, unscaled gradients as they were; TuneModule frees them after)."""
 
     def __init__(self):
         self.norms: list[float] = []
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+    def on_train_start(self, trainer, pl_module) -> None:
+        trainer.optimizers[0].register_step_post_hook(lambda optimizer, args, kwargs: self.record(
+            [p.grad for group in optimizer.param_groups for p in group["params"]]))
+
+    def record(self, grads: list[torch.Tensor | None]) -> None:
         self.norms.append(float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(g.float()) for g in grads]))))
+            [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]))))
 
 
 def tiny_fit(cfg, clip: float | None, steps: int = 3) -> tuple[list[float], torch.optim.Optimizer]:

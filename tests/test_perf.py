@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import torch
 
-from tests.conftest import TINY, run_cli, train_runs
+from tests.conftest import TINY, prepared_data, run_cli, train_runs
 from tests.test_adapters import BODY, _write_toy
 from tests.test_hardware import fake_cpu_bf16
-from tunelab import adapters, models
+from tunelab import adapters, hardware, models
 from tunelab.config import ConfigError, check_config
 from tunelab.tracking import params as P
 from tunelab.tracking.energy import EnergyMeter, rapl_zones
@@ -39,6 +40,41 @@ def test_identical_jobs_of_one_multirun_record_the_same_peak_memory(tmp_path, cl
     # full fine-tuning with AdamW holds weights + gradients + two moments, and a tiny step on top;
     # the process around it holds several hundred MB that are no run's own
     assert 4 * weights_mb <= first <= 4 * weights_mb + 64
+
+
+class HeldGradients(L.Callback):
+    """How many parameters hold a gradient as each step's update starts, and after each batch."""
+
+    def __init__(self):
+        self.updating: list[int] = []
+        self.after_batch: list[int] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.updating.append(sum(p.grad is not None for p in pl_module.parameters()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.after_batch.append(sum(p.grad is not None for p in pl_module.parameters()))
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_step_frees_its_gradients_before_the_next_forward(tiny_cfg, one_thread, accumulate):
+    """Lightning zeroes gradients inside the next step, after its forward, so that forward ran
+    beside one more copy of the trainable weights; they are freed once the update has used them
+    (and kept between the batches a step accumulates)."""
+    cfg, _raw, task_data, tokenizer, dm = prepared_data(tiny_cfg(
+        "adapter=full", f"trainer.accumulate_grad_batches={accumulate}",
+        "trainer.max_steps=2"))
+    net = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed)
+    module = models.TuneModule(adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task),
+                               cfg.task, cfg.optim, cfg.objective,
+                               num_labels=len(task_data.label_names), tokenizer=tokenizer)
+    held = HeldGradients()
+    trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer), logger=False,
+                        enable_checkpointing=False, callbacks=[held], limit_val_batches=0)
+    trainer.fit(module, dm)
+    trainable = sum(p.requires_grad for p in module.parameters())
+    assert held.updating == [trainable, trainable]
+    assert held.after_batch == ([trainable, 0] * 2 if accumulate == 2 else [0, 0])
 
 
 def test_throughput_counts_training_steps_not_validation(tiny_cfg, client, one_thread):

@@ -60,9 +60,9 @@ def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
 
 
 def held_tensors(trainer: L.Trainer, module: torch.nn.Module) -> list[torch.Tensor]:
-    """What a run keeps between steps: weights, buffers, gradients and optimizer state."""
+    """What a run keeps between steps: weights, buffers and optimizer state (TuneModule frees
+    the gradients after each optimizer step)."""
     held = [*module.parameters(), *module.buffers()]
-    held += [p.grad for p in module.parameters() if p.grad is not None]
     for optimizer in trainer.optimizers:
         for state in optimizer.state.values():
             held += [v for v in state.values() if isinstance(v, torch.Tensor)]
@@ -70,7 +70,8 @@ def held_tensors(trainer: L.Trainer, module: torch.nn.Module) -> list[torch.Tens
 
 
 class StepMemory:
-    """The run's own peak memory: what it holds between steps plus the peak a step adds on top.
+    """The run's own peak memory: what it holds between steps plus the peak a step adds on top
+    (its gradients and activations).
 
     A shared process cannot tell runs apart by its RSS (the jobs of a basic multirun share one:
     746 -> 828 MB over six identical jobs), and even RSS growth over a fit varied by 30% between
@@ -121,10 +122,14 @@ class StepMemory:
 
     def peak_bytes(self, trainer: L.Trainer, module: torch.nn.Module,
                    device: torch.device) -> int:
-        step = self.saved_peak
+        held = tensor_bytes(held_tensors(trainer, module))
         if device.type == "cuda" and self.cuda_base is not None:
-            step = torch.cuda.max_memory_allocated(device) - self.cuda_base
-        return tensor_bytes(held_tensors(trainer, module)) + step
+            # the allocator's peak over what a step starts from: gradients and activations
+            return held + torch.cuda.max_memory_allocated(device) - self.cuda_base
+        # backward builds a gradient for every trainable parameter while the last activations
+        # are still saved
+        grads = sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+        return held + grads + self.saved_peak
 
 
 # what CostMeter carries from an attempt into a checkpoint: counts, and seconds by clock
