@@ -5,8 +5,8 @@ The split is the folder README's: the first `--train-questions` questions of art
 articles 30-39 (their first `--eval-questions`) score, so no context is seen in training. Both
 sides get the same model, steps, batch, rate (the span head's too), warm-up and clipping; the plain
 loop truncates each question + context to `--plain-max-length` tokens (no windows) and answers
-with the best span of at most 30 tokens. Both are scored by torchmetrics' SQuAD EM/F1 (in %). Figures are appended to
-bench/RESULTS.md.
+with the best span of at most 30 tokens. Both are scored by torchmetrics' SQuAD EM/F1 (in %).
+Figures are appended to bench/RESULTS.md.
 
     OMP_NUM_THREADS=1 taskset -c 1 python bench/qa_quality.py --steps 200 --seed 0 1 2 \
         --tunelab "" --tunelab "data.max_length=256"

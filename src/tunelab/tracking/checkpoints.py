@@ -122,8 +122,8 @@ class StepSeed(Callback):
                              batch_idx: int) -> None:
         seed = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         # Only the generators this rank draws from: torch.manual_seed also queues a lazy seed for
-        # every accelerator torch knows (CUDA, XPU, MTIA) with a formatted stack trace, ~2 ms a
-        # step under Lightning's call stack on a machine that has none of them.
+        # every accelerator torch knows (CUDA, XPU, MTIA) with a formatted stack trace, 1-2 ms
+        # a step under Lightning's call stack on a machine that has none of them.
         torch.default_generator.manual_seed(seed)
         if pl_module.device.type != "cpu":
             torch.get_device_module(pl_module.device).manual_seed(seed)
