@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from tests.conftest import TINY, prepared_data, run_cli, train_runs
+from tests.conftest import TINY, run_cli, train_runs
 from tests.test_adapters import BODY, _write_toy
 from tests.test_hardware import fake_cpu_bf16
-from tunelab import adapters, hardware, models
+from tunelab import adapters, build, hardware, models
 from tunelab.config import ConfigError, check_config
 from tunelab.tracking import params as P
 from tunelab.tracking.energy import EnergyMeter, rapl_zones
@@ -61,17 +61,16 @@ def test_a_step_frees_its_gradients_before_the_next_forward(tiny_cfg, one_thread
     """Lightning zeroes gradients inside the next step, after its forward, so that forward ran
     beside one more copy of the trainable weights; they are freed once the update has used them
     (and kept between the batches a step accumulates)."""
-    cfg, _raw, task_data, tokenizer, dm = prepared_data(tiny_cfg(
-        "adapter=full", f"trainer.accumulate_grad_batches={accumulate}",
-        "trainer.max_steps=2"))
-    net = models.load_model(cfg.model, cfg.task, task_data.label_names, tokenizer, cfg.seed)
-    module = models.TuneModule(adapters.apply_adapter(net, cfg.adapter, cfg.model, cfg.task),
-                               cfg.task, cfg.optim, cfg.objective,
-                               num_labels=len(task_data.label_names), tokenizer=tokenizer)
+    cfg = check_config(tiny_cfg("adapter=full", f"trainer.accumulate_grad_batches={accumulate}",
+                                "trainer.max_steps=2"))
+    inputs = build.build_data(cfg)
+    tokenizer = build.build_tokenizer(cfg)
+    module = build.build_module(cfg, build.build_model(cfg, inputs.label_names, tokenizer), inputs,
+                                tokenizer)
     held = HeldGradients()
     trainer = L.Trainer(**hardware.trainer_kwargs(cfg.hardware, cfg.trainer), logger=False,
                         enable_checkpointing=False, callbacks=[held], limit_val_batches=0)
-    trainer.fit(module, dm)
+    trainer.fit(module, build.build_datamodule(cfg, inputs, tokenizer, batch_size=8))
     trainable = sum(p.requires_grad for p in module.parameters())
     assert held.updating == [trainable, trainable]
     assert held.after_batch == ([trainable, 0] * 2 if accumulate == 2 else [0, 0])
